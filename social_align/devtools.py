@@ -51,12 +51,13 @@ ok, _ = test_nb(Path(sys.argv[1]), skip_flags=sys.argv[2].split(), force_flags=s
 sys.exit(0 if ok else 1)
 """
 
-def _test_one(fn:Path, skip_flags:list, force_flags:list, basepath:Path, timeout:float)->CheckResult:
+def _test_one(fn:Path, skip_flags:list, force_flags:list, basepath:Path, timeout:float, env:dict|None=None)->CheckResult:
     "Test one notebook in a fresh process of its own session; kill it (and anything it started) on timeout or exit."
     import signal
     t0 = time.time()
     p = subprocess.Popen([sys.executable, '-c', _RUN_ONE, str(fn), ' '.join(skip_flags), ' '.join(force_flags), str(basepath)],
-                         cwd=fn.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                         cwd=fn.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                         env=env)
     try: out, timed_out = p.communicate(timeout=timeout)[0], False
     except subprocess.TimeoutExpired: out, timed_out = '', True
     try: os.killpg(p.pid, signal.SIGKILL)     # leftovers: engine workers, servers, pools
@@ -79,8 +80,11 @@ def run_notebook_tests(root:Path|None=None,   # project root
     root = Path(root or project_root())
     files = files if files is not None else notebook_files(root)
     skip = get_config(path=root).tst_flags.split()
+    # notebooks run side by side: give each its share of the cores (torch would take them all, and oversubscribed
+    # CPU threads make small-model training many times slower); an OMP_NUM_THREADS set by the user wins
+    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // max(1, n_workers))))}
     def one(fn):
-        r = _test_one(Path(fn).absolute(), skip, flags.split(), root, timeout)
+        r = _test_one(Path(fn).absolute(), skip, flags.split(), root, timeout, env)
         if verbose:
             print(f"{'PASS' if r.passed else 'FAIL'} {r.name} ({r.seconds:.1f}s)", flush=True)
             if not r.passed: print(r.detail, flush=True)

@@ -241,7 +241,8 @@ def forward_logprobs(model,                    # a causal LM (any `transformers`
     pos = batch.get('position_ids')
     if pos is None: pos = position_ids_from_mask(am)
     logits = model(input_ids=ids, attention_mask=am, position_ids=pos, use_cache=False, **model_kwargs).logits
-    loss_mask = (rm[:, 1:].bool() & am[:, 1:].bool())
+    # a target needs a real token before it: with left padding, a sequence's first token would be predicted from a pad
+    loss_mask = rm[:, 1:].bool() & am[:, 1:].bool() & am[:, :-1].bool()
     # label at position t is the token t+1; the last position predicts nothing
     next_ids = torch.cat([ids[:, 1:], ids.new_full((ids.shape[0], 1), IGNORE_INDEX)], dim=1)
     next_mask = torch.cat([loss_mask, loss_mask.new_zeros(ids.shape[0], 1)], dim=1)

@@ -1,0 +1,87 @@
+"End-to-end runs of scripts/train_sft.py and scripts/train_reward.py as real subprocesses on a tiny model and data."
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+
+SCRIPTS = Path(__file__).parents[1]
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'false'}
+TRAIN_FLAGS = ['--per_device_train_batch_size', '2', '--gradient_accumulation_steps', '2', '--max_steps', '4',
+               '--logging_steps', '1', '--learning_rate', '1e-3', '--save_strategy', 'no', '--report_to', 'none',
+               '--disable_tqdm', 'True', '--max_length', '96']
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(SCRIPTS/script), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=ENV)
+
+def write_jsonl(path, recs):
+    path.write_text(''.join(json.dumps(r) + '\n' for r in recs))
+    return path
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    "A tiny Llama (causal LM) and its tokenizer saved in a folder, and the toy world's preference pairs."
+    from social_align.models import train_bpe_tokenizer, build_tiny_causal_lm, save_model, plain_chat_template
+    from social_align.toyworld import toy_preferences, toy_corpus, split_situations
+    root = tmp_path_factory.mktemp('tiny')
+    tok = train_bpe_tokenizer(toy_corpus(), vocab_size=400, chat_template=None)
+    save_model(build_tiny_causal_lm(tok, hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), tok, root/'model')
+    train_ids, held_out = split_situations()
+    prefs = toy_preferences(train_ids)[:16]
+    sft = [{'prompt': plain_chat_template([{'role': 'user', 'content': r['prompt']}]), 'completion': r['chosen']} for r in prefs]
+    return dict(root=root, model=root/'model', prefs=prefs, eval_prefs=toy_preferences(held_out)[:6], sft=sft)
+
+def check_outputs(out):
+    assert (out/'model.safetensors').exists() and not list(out.glob('*.bin'))
+    assert (out/'tokenizer.json').exists() and (out/'tokenizer_config.json').exists()
+    results = json.loads((out/'train_results.json').read_text())
+    state = json.loads((out/'trainer_state.json').read_text())
+    losses = {h['step']: h['loss'] for h in state['log_history'] if 'loss' in h}
+    assert sorted(losses) == [1, 2, 3, 4] and state['global_step'] == 4
+    return results
+
+def test_train_sft(tiny, tmp_path):
+    data = write_jsonl(tmp_path/'sft.jsonl', tiny['sft'][:12] + [{'messages': [{'role': 'user', 'content': 'Hi?'},
+                                                                            {'role': 'assistant', 'content': 'Hello.'}]}])
+    out = tmp_path/'sft'
+    r = run('train_sft.py', '--model_name_or_path', tiny['model'], '--data_path', data, '--output_dir', out, *TRAIN_FLAGS)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = check_outputs(out)
+    assert results['train_loss'] > 0
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(out)   # loads in plain transformers
+
+def test_train_sft_packing(tiny, tmp_path):
+    data = write_jsonl(tmp_path/'sft.jsonl', tiny['sft'])
+    out = tmp_path/'sft_packed'
+    r = run('train_sft.py', '--model_name_or_path', tiny['model'], '--data_path', data, '--output_dir', out, *TRAIN_FLAGS,
+            '--packing', 'True', '--block_size', '64')
+    assert r.returncode == 0, r.stderr[-3000:]
+    check_outputs(out)
+
+def test_train_reward(tiny, tmp_path):
+    "The reward model starts from the causal-LM folder (a fresh score head), as LMFlow's RM starts from its SFT model."
+    data, ev = write_jsonl(tmp_path/'prefs.jsonl', tiny['prefs']), write_jsonl(tmp_path/'eval.jsonl', tiny['eval_prefs'])
+    out = tmp_path/'rm'
+    r = run('train_reward.py', '--model_name_or_path', tiny['model'], '--data_path', data, '--eval_data_path', ev,
+            '--output_dir', out, *TRAIN_FLAGS, '--per_device_eval_batch_size', '4', '--drop_long', 'True')
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = check_outputs(out)
+    assert 0 <= results['eval_accuracy'] <= 1 and 'eval_loss' in results and 'eval_margin' in results
+    from transformers import AutoModelForSequenceClassification
+    from social_align.models import load_tokenizer, score_texts
+    rm = AutoModelForSequenceClassification.from_pretrained(out)
+    assert rm.config.num_labels == 1
+    scores = score_texts(rm, load_tokenizer(out), [p['prompt'] + ' ' + p['chosen'] for p in tiny['eval_prefs']])
+    assert scores.shape == (6,) and scores.isfinite().all()
+
+@pytest.mark.parametrize('script,good,bad_field', [
+    ('train_sft.py', {'prompt': 'Hi?', 'completion': 'Hello.'}, 'completion'),
+    ('train_reward.py', {'prompt': 'Hi?', 'chosen': 'Hello.', 'rejected': 'Go away.'}, 'rejected')])
+def test_bad_data_names_file_and_line(tiny, tmp_path, script, good, bad_field):
+    bad = {k: v for k, v in good.items() if k != bad_field}
+    data = write_jsonl(tmp_path/'data.jsonl', [good, good, bad, good])
+    r = run(script, '--model_name_or_path', tiny['model'], '--data_path', data, '--output_dir', tmp_path/'out', *TRAIN_FLAGS)
+    assert r.returncode != 0
+    assert f'{data}:3' in r.stderr and f"field '{bad_field}'" in r.stderr, r.stderr[-2000:]
+    assert 'Traceback' not in r.stderr
+    assert not (tmp_path/'out'/'model.safetensors').exists()

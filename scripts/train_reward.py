@@ -1,0 +1,28 @@
+"""Pairwise (Bradley-Terry) reward-model training (social_align.trainers.reward.RewardModelTrainer).
+
+Data: a .jsonl/.json file of `preference` records `{"prompt": ..., "chosen": ..., "rejected": ...}` (optional
+"margin"). The model is loaded as `AutoModelForSequenceClassification` with one output, so a causal-LM (e.g. SFT)
+checkpoint gets a fresh score head. Every `transformers.TrainingArguments` flag works, plus --margin,
+--center_rewards_coefficient, --drop_long and the length settings (--max_length, --truncation_side, default left).
+
+Example (LMFlow's recipe: 1 epoch, lr 5e-6, pairs over 512 tokens dropped; eval accuracy in train_results.json):
+
+    python scripts/train_reward.py --model_name_or_path runs/sft --data_path data/prefs_train.jsonl \\
+        --eval_data_path data/prefs_eval.jsonl --output_dir runs/rm --learning_rate 5e-6 \\
+        --num_train_epochs 1 --max_length 512 --drop_long True --per_device_train_batch_size 4 \\
+        --gradient_accumulation_steps 8 --eval_strategy steps --eval_steps 200
+
+Writes model.safetensors, the tokenizer, train_results.json (with eval_accuracy when eval data is given) and
+trainer_state.json into --output_dir. Multi-GPU: `accelerate launch scripts/train_reward.py ...`.
+"""
+import sys
+
+def main(argv=None):
+    from social_align.core import DataError
+    from social_align.trainers.base import parse_script_args, run_training
+    from social_align.trainers.reward import RewardConfig, RewardModelTrainer
+    script_args, config = parse_script_args(RewardConfig, argv, description=__doc__)
+    try: run_training(RewardModelTrainer, script_args, config)
+    except DataError as e: sys.exit(f'train_reward.py: error: bad data: {e}')
+
+if __name__ == '__main__': main()
