@@ -22,7 +22,7 @@ from ..logprobs import make_batch
 # %% auto #0
 __all__ = ['AlignmentConfig', 'response_text', 'prompt_ids', 'encode_prompt_response', 'truncate_pair', 'as_dataset',
            'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'AlignmentTrainer', 'step_losses', 'ScriptArguments',
-           'use_cpu_ranks_without_accelerator', 'parse_script_args', 'run_training']
+           'use_cpu_ranks_without_accelerator', 'parse_cli', 'parse_script_args', 'run_training']
 
 # %% ../../nbs/30_trainer_base.ipynb #1eff07fd
 @dataclass
@@ -263,7 +263,7 @@ def step_losses(trainer:Trainer)->dict[int, float]:
     "The logged training loss of each step (run with `logging_steps=1`)."
     return {h['step']: h['loss'] for h in trainer.state.log_history if 'loss' in h}
 
-# %% ../../nbs/30_trainer_base.ipynb #ea5c8ef5
+# %% ../../nbs/30_trainer_base.ipynb #b80ea110
 @dataclass
 class ScriptArguments:
     "What every training script needs besides the training arguments."
@@ -284,20 +284,27 @@ def _refuse_unknown_flags(parser, argv:list[str]):
     _, unknown = parser.parse_known_args([x for flag in required for x in (flag, '_')] + list(argv))
     if unknown: parser.error(f'unrecognized arguments: {" ".join(unknown)}')
 
-def parse_script_args(config_class:type,              # the trainer's config class
-                      argv:Sequence[str]|None=None,   # default: `sys.argv[1:]`
-                      description:str|None=None,      # shown by --help
-                      extra:Sequence[type]=()         # further argument dataclasses of the script
-                     )->tuple:
-    "`(ScriptArguments, config, *extra)` from the command line or a single .json/.yaml config file."
-    use_cpu_ranks_without_accelerator()
-    parser = HfArgumentParser((ScriptArguments, config_class, *extra), description=description)
+def parse_cli(classes:Sequence[type],              # argument dataclasses, parsed in this order
+              argv:Sequence[str]|None=None,         # default: `sys.argv[1:]`
+              description:str|None=None             # shown by --help
+             )->tuple:
+    "One instance per dataclass from the command line or a single .json/.yaml file; an unknown flag exits 2 naming it."
+    parser = HfArgumentParser(tuple(classes), description=description)
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 1 and argv[0].endswith('.json'): return parser.parse_json_file(argv[0])
     if len(argv) == 1 and argv[0].endswith(('.yaml', '.yml')): return parser.parse_yaml_file(argv[0])
     _refuse_unknown_flags(parser, argv)
     try: return parser.parse_args_into_dataclasses(args=argv)
     except ValueError as e: parser.error(str(e))
+
+def parse_script_args(config_class:type,              # the trainer's config class
+                      argv:Sequence[str]|None=None,   # default: `sys.argv[1:]`
+                      description:str|None=None,      # shown by --help
+                      extra:Sequence[type]=()         # further argument dataclasses of the script
+                     )->tuple:
+    "`(ScriptArguments, config, *extra)` of a training script (see `parse_cli`), with CPU ranks set up first."
+    use_cpu_ranks_without_accelerator()
+    return parse_cli((ScriptArguments, config_class, *extra), argv, description)
 
 def _resume_arg(value:str|None):
     if value is None or value == '': return None

@@ -1,0 +1,50 @@
+"""RAFT (Reward rAnked FineTuning): sample K responses per prompt from the policy, keep the best by the reward
+model, finetune on them, repeat. A rerun with the same --output_dir resumes after the last completed iteration.
+
+    python scripts/raft.py --model_name_or_path runs/sft --reward_model_name_or_path runs/rm \\
+        --prompts_path prompts.jsonl --output_dir runs/raft --iterations 20 --prompts_per_iteration 1024 --k 8
+"""
+import sys
+from dataclasses import dataclass, field
+
+from social_align.trainers.base import parse_cli
+from social_align.trainers.raft import RAFTConfig
+
+
+@dataclass
+class RAFTScriptArguments:
+    "What the RAFT script needs besides `RAFTConfig`."
+    model_name_or_path: str = field(metadata={'help': 'the policy to align: a local folder (safetensors) or a hub name'})
+    reward_model_name_or_path: str = field(metadata={'help': 'the reward model (1-output sequence classifier): a folder or hub name'})
+    prompts_path: str = field(metadata={'help': 'prompts: .jsonl of {"prompt": ...} records, a .json list, or text with one prompt per line'})
+    prompt_field: str = field(default='prompt', metadata={'help': 'the record field holding the prompt (.jsonl / .json)'})
+    tokenizer_name_or_path: str | None = field(default=None, metadata={'help': "the policy's tokenizer (default: the policy's folder)"})
+    reward_tokenizer_name_or_path: str | None = field(default=None, metadata={'help': "the reward model's tokenizer (default: its folder)"})
+    as_chat: bool = field(default=False, metadata={'help': 'wrap each string prompt as one user message (rendered by the chat template)'})
+    dtype: str = field(default='auto', metadata={'help': "weights dtype of both models: 'auto', 'fp32', 'bf16', 'fp16'"})
+    device: str | None = field(default=None, metadata={'help': "'cpu', 'cuda', 'cuda:1', ... (default: the best available)"})
+    plot: bool = field(default=True, metadata={'help': 'draw raft.png (reward and distinct-2 per iteration) in output_dir'})
+
+
+def parse_args(argv=None):
+    "(RAFTScriptArguments, RAFTConfig) from the command line, or from a single .json/.yaml file."
+    return parse_cli((RAFTScriptArguments, RAFTConfig), argv, description=__doc__.split('\n\n')[0])
+
+
+def main(argv=None):
+    args, config = parse_args(argv)
+    from pathlib import Path
+    from social_align.models import load_causal_lm, load_reward_model, load_tokenizer
+    from social_align.trainers.raft import raft, load_prompts, plot_raft
+    prompts = load_prompts(args.prompts_path, field=args.prompt_field)
+    if args.as_chat: prompts = [[{'role': 'user', 'content': p}] if isinstance(p, str) else p for p in prompts]
+    tok = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path)
+    policy = load_causal_lm(args.model_name_or_path, dtype=args.dtype, device=args.device)
+    rtok = load_tokenizer(args.reward_tokenizer_name_or_path or args.reward_model_name_or_path)
+    rm = load_reward_model(args.reward_model_name_or_path, dtype=args.dtype, device=args.device, tokenizer=rtok)
+    results = raft(policy, tok, rm, rtok, prompts, config)
+    if args.plot and results: plot_raft(results, Path(config.output_dir)/'raft.png')
+    print(f'{len(results)} iterations in {config.output_dir}/iterations.jsonl; final policy in {config.output_dir}')
+
+
+if __name__ == '__main__': main()

@@ -1,0 +1,81 @@
+"End-to-end tests of scripts/raft.py: real subprocess runs on a tiny policy and a tiny reward model saved to tmp_path."
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).parents[1]/'raft.py'
+FIELDS = {'iteration', 'n_prompts', 'n_samples', 'reward_mean', 'reward_std', 'reward_mean_valid', 'kept_reward_mean',
+          'best_reward', 'degenerate', 'truncated', 'kept', 'distinct_2', 'kept_distinct_2', 'mean_words', 'sft_loss',
+          'sample_seconds', 'seconds'}
+
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory):
+    "A tiny policy and a tiny reward model (random init) in folders, and a prompts file."
+    from social_align.models import tiny_tokenizer, build_tiny_causal_lm, build_tiny_reward_model, save_model
+    d = tmp_path_factory.mktemp('raft_models')
+    tok = tiny_tokenizer(chat_template=None)
+    kw = dict(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128)
+    save_model(build_tiny_causal_lm(tok, seed=0, **kw), tok, d/'policy')
+    save_model(build_tiny_reward_model(tok, seed=1, **kw), tok, d/'rm')
+    prompts = [f'Human: {q}\n\nAssistant:' for q in ('How do I stay safe online?', 'What is the capital of France?',
+                                                       'Can you help me write a kind note?', 'How can I cook simple meals?')]
+    (d/'prompts.jsonl').write_text(''.join(json.dumps({'prompt': p}) + '\n' for p in prompts))
+    return d
+
+
+def run(models, out, *extra):
+    cmd = [sys.executable, str(SCRIPT), '--model_name_or_path', str(models/'policy'),
+           '--reward_model_name_or_path', str(models/'rm'), '--prompts_path', str(models/'prompts.jsonl'),
+           '--output_dir', str(out), '--iterations', '2', '--prompts_per_iteration', '3', '--k', '4',
+           '--max_new_tokens', '12', '--learning_rate', '1e-3', '--per_device_train_batch_size', '2',
+           '--max_length', '64', '--min_chars', '1', '--save_samples', 'False', '--device', 'cpu', *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r
+
+
+def records(out):
+    return [json.loads(l) for l in (Path(out)/'iterations.jsonl').read_text().splitlines() if l.strip()]
+
+
+def test_raft_script_end_to_end_and_resume(models, tmp_path):
+    from transformers import AutoModelForCausalLM
+    out = tmp_path/'raft'
+    r = run(models, out)
+    recs = records(out)
+    assert [o['iteration'] for o in recs] == [1, 2]
+    for o in recs:
+        assert FIELDS <= set(o), FIELDS - set(o)
+        assert o['n_prompts'] == 3 and o['n_samples'] == 12 and 1 <= o['kept'] <= 3
+    assert 'iteration 2/2' in r.stdout
+    assert not (out/'samples').exists()                            # --save_samples False means false
+    assert (out/'raft.png').stat().st_size > 0
+    assert json.loads((out/'raft_config.json').read_text())['k'] == 4
+    # the saved policy loads in plain transformers, and finetuning changed it
+    trained = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(models/'policy')
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
+    assert sorted(p.name for p in (out/'checkpoints').iterdir()) == ['iteration-2']
+    # a rerun finds both iterations done: nothing runs, nothing is logged twice
+    r2 = run(models, out)
+    assert 'iteration 1/2' not in r2.stdout and 'iteration 2/2' not in r2.stdout
+    assert records(out) == recs
+    # asking for one more iteration runs exactly that one, from the saved policy
+    r3 = run(models, out, '--iterations', '3')
+    assert 'iteration 3/3' in r3.stdout and 'iteration 2/3' not in r3.stdout
+    recs3 = records(out)
+    assert [o['iteration'] for o in recs3] == [1, 2, 3] and recs3[:2] == recs
+
+
+def test_raft_script_refuses_bad_values(models, tmp_path):
+    r = subprocess.run([sys.executable, str(SCRIPT), '--model_name_or_path', str(models/'policy'),
+                        '--reward_model_name_or_path', str(models/'rm'), '--prompts_path', str(models/'prompts.jsonl'),
+                        '--output_dir', str(tmp_path/'x'), '--ranking', 'best'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "invalid choice: 'best'" in r.stderr
+    r = subprocess.run([sys.executable, str(SCRIPT), '--model_name_or_path', str(models/'policy'),
+                        '--reward_model_name_or_path', str(models/'rm'), '--prompts_path', str(models/'prompts.jsonl'),
+                        '--output_dir', str(tmp_path/'x'), '--k', '0'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and 'k must be a positive integer' in r.stderr
