@@ -43,7 +43,7 @@ class SSOConfig(AlignmentConfig):
         if not 0 <= self.alpha <= 1: raise ValueError(f'alpha must be in [0, 1], got {self.alpha}')
         if self.gamma < 0: raise ValueError(f'gamma must be >= 0, got {self.gamma}')
 
-# %% ../../nbs/35_trainer_sso.ipynb #157ab227
+# %% ../../nbs/35_trainer_sso.ipynb #5bd977a8
 def sso_sequences(rec:dict                       # a principled_preference record
                  )->dict[str, tuple[list[dict], object]]: # group -> (prompt chat, response), in `SSO_SEQUENCES` order
     "The six (prompt, response) pairs of a record: y⁺/y⁻ under q and x⁺, y°/y⁺ under x⁻."
@@ -75,10 +75,6 @@ class SSOTrainer(AlignmentTrainer):
         elif isinstance(ref_model, (str, Path)): ref = load_reference_model(ref_model, device='cpu')
         else: ref = freeze(ref_model)
         self.ref_model = self.prepare_reference(ref)
-
-    def prepare_reference(self, ref:nn.Module)->nn.Module:
-        "Put the frozen reference on this process's device, in eval mode (no DDP wrapper: it is never trained)."
-        return self.accelerator.prepare_model(ref, evaluation_mode=True).to(self.accelerator.device)
 
     def tokenize_row(self, rec:dict, tokenizer, args:SSOConfig)->dict|None:
         out = {}
