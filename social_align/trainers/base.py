@@ -286,7 +286,7 @@ def step_losses(trainer:Trainer)->dict[int, float]:
     "The logged training loss of each step (run with `logging_steps=1`)."
     return {h['step']: h['loss'] for h in trainer.state.log_history if 'loss' in h}
 
-# %% ../../nbs/30_trainer_base.ipynb #b80ea110
+# %% ../../nbs/30_trainer_base.ipynb #badafed6
 @dataclass
 class ScriptArguments:
     "What every training script needs besides the training arguments."
@@ -301,10 +301,14 @@ def use_cpu_ranks_without_accelerator():
     if int(os.environ.get('WORLD_SIZE', '1')) > 1 and 'ACCELERATE_USE_CPU' not in os.environ and not torch.accelerator.is_available():
         os.environ['ACCELERATE_USE_CPU'] = 'true'   # read by TrainingArguments: each rank joins a gloo process group
 
+def _is_number(x:str)->bool:
+    try: float(x); return True
+    except ValueError: return False
+
 def _refuse_unknown_flags(parser, argv:list[str]):
     "Exit 2 naming an unknown flag, even when required flags are missing too (argparse would report only those)."
-    required = [s for a in parser._actions if a.required for s in a.option_strings[:1]]
-    _, unknown = parser.parse_known_args([x for flag in required for x in (flag, '_')] + list(argv))
+    known = set(parser._option_string_actions)
+    unknown = [a.split('=', 1)[0] for a in argv if a.startswith('-') and not _is_number(a) and a.split('=', 1)[0] not in known]
     if unknown: parser.error(f'unrecognized arguments: {" ".join(unknown)}')
 
 def parse_cli(classes:Sequence[type],              # argument dataclasses, parsed in this order

@@ -1,0 +1,161 @@
+"""Evaluate reward models and policies (social_align.evaluation) and write the results as JSON; or build a run report.
+
+Tasks (--task) and what they read:
+  rm_accuracy      --model_name_or_path RM --data_path prefs.jsonl   accuracy (r_chosen > r_rejected, ties wrong), loss, margin
+  implicit_reward  --model_name_or_path POLICY --ref_model_name_or_path REF --data_path prefs.jsonl [--beta 0.1 --average False]
+                   (--average True for IPO/SSO per-token-averaged log-probs)
+  ab               --model_name_or_path LM [--data_path ab.jsonl]    A/B choice in both orders (default: packaged toy-world items)
+  mc1              --model_name_or_path LM [--data_path mc1.jsonl]   MC1 (default: packaged toy-world items)
+  win_rate         --data_path pairs.jsonl with {prompt, response_a, response_b}, or {prompt} plus --model_name_or_path (A)
+                   and --model_b_name_or_path (B) to generate greedily; judged by --reward_model_name_or_path, or by
+                   --judge_model_name_or_path (an LM asked in both orders); ties count half
+  gen_stats        --data_path samples.jsonl with {prompt, response}, or {prompt} plus --model_name_or_path to sample;
+                   reward with --reward_model_name_or_path, KL with --model_name_or_path and --ref_model_name_or_path
+  report           --run_dir RUN --report_dir OUT                    report.md + report.html (figures embedded)
+
+    python scripts/evaluate.py --task rm_accuracy --model_name_or_path runs/rm --data_path data/prefs_eval.jsonl --output eval/rm.json
+"""
+import json, sys
+from dataclasses import dataclass, field
+
+from social_align.trainers.base import parse_cli
+
+TASKS = ('rm_accuracy', 'implicit_reward', 'ab', 'mc1', 'win_rate', 'gen_stats', 'report')
+
+
+@dataclass
+class EvalArguments:
+    "Flags of scripts/evaluate.py."
+    task: str = field(metadata={'help': 'what to evaluate: ' + ', '.join(TASKS)})
+    model_name_or_path: str | None = field(default=None, metadata={'help': 'the model evaluated (reward model for rm_accuracy; policy / policy A otherwise)'})
+    ref_model_name_or_path: str | None = field(default=None, metadata={'help': 'the reference policy (implicit_reward, gen_stats KL)'})
+    model_b_name_or_path: str | None = field(default=None, metadata={'help': 'policy B of win_rate, when responses are generated'})
+    reward_model_name_or_path: str | None = field(default=None, metadata={'help': 'reward model judging win_rate / scoring gen_stats'})
+    judge_model_name_or_path: str | None = field(default=None, metadata={'help': 'causal LM judging win_rate in both answer orders'})
+    data_path: str | None = field(default=None, metadata={'help': 'the evaluation data (.jsonl; see the task list)'})
+    output: str | None = field(default=None, metadata={'help': 'write the JSON results here (default: print only)'})
+    name: str | None = field(default=None, metadata={'help': 'name of this result in reports (default: the task)'})
+    beta: float = field(default=0.1, metadata={'help': 'β of the implicit reward'})
+    average: bool = field(default=False, metadata={'help': 'implicit_reward: per-token-averaged log-probs (IPO/SSO) instead of sums (DPO)'})
+    batch_size: int = field(default=16, metadata={'help': 'sequences per forward'})
+    max_new_tokens: int = field(default=64, metadata={'help': 'generation length (win_rate / gen_stats when generating)'})
+    n_samples: int = field(default=1, metadata={'help': 'gen_stats: samples per prompt when generating'})
+    temperature: float = field(default=1.0, metadata={'help': 'gen_stats sampling temperature (win_rate generates greedily)'})
+    max_examples: int | None = field(default=None, metadata={'help': 'use only the first N records'})
+    run_dir: str | None = field(default=None, metadata={'help': 'report: the run folder to report on'})
+    report_dir: str | None = field(default=None, metadata={'help': 'report: where report.md / report.html go (default: RUN/report)'})
+    title: str | None = field(default=None, metadata={'help': 'report title'})
+    device: str | None = field(default=None, metadata={'help': "'cpu', 'cuda', ... (default: the best available)"})
+
+
+def parse_args(argv=None):
+    (args,) = parse_cli((EvalArguments,), argv, description=__doc__.split('\n\n')[0])
+    if args.task not in TASKS: sys.exit(f'evaluate.py: error: --task must be one of {", ".join(TASKS)}, got {args.task!r}')
+    return args
+
+
+def need(args, *names):
+    miss = [n for n in names if getattr(args, n) is None]
+    if miss: sys.exit(f'evaluate.py: error: --task {args.task} needs ' + ', '.join('--' + m for m in miss))
+
+
+def records(args):
+    from social_align.core import read_jsonl
+    recs = read_jsonl(args.data_path)
+    return recs[:args.max_examples] if args.max_examples else recs
+
+
+def lm(path, args):
+    from social_align.models import load_causal_lm, load_tokenizer
+    return load_causal_lm(path, device=args.device), load_tokenizer(path)
+
+
+def generate(path, prompts, args, n=1, temperature=0.0):
+    from social_align.generation import HFGenerator
+    model, tok = lm(path, args)
+    gen = HFGenerator(model, tok, batch_size=args.batch_size)
+    return gen.generate_text(prompts, n=n, temperature=temperature, max_new_tokens=args.max_new_tokens)
+
+
+def run_task(args)->dict:
+    from social_align import evaluation as E
+    from social_align.models import load_reward_model, load_tokenizer
+    t = args.task
+    if t == 'report':
+        need(args, 'run_dir')
+        from pathlib import Path
+        from social_align.report import write_report
+        rep = write_report(args.run_dir, args.report_dir or Path(args.run_dir)/'report', title=args.title)
+        return {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in rep.items()}
+    if t == 'rm_accuracy':
+        need(args, 'model_name_or_path', 'data_path')
+        tok = load_tokenizer(args.model_name_or_path)
+        rm = load_reward_model(args.model_name_or_path, device=args.device, tokenizer=tok)
+        return E.rm_accuracy(rm, tok, records(args), batch_size=args.batch_size)
+    if t == 'implicit_reward':
+        need(args, 'model_name_or_path', 'ref_model_name_or_path', 'data_path')
+        pol, tok = lm(args.model_name_or_path, args)
+        ref, _ = lm(args.ref_model_name_or_path, args)
+        return E.implicit_reward_accuracy(pol, ref, tok, records(args), beta=args.beta, average=args.average, batch_size=args.batch_size)
+    if t in ('ab', 'mc1'):
+        need(args, 'model_name_or_path')
+        model, tok = lm(args.model_name_or_path, args)
+        if t == 'ab':
+            items = E.load_ab_items(args.data_path or E.eval_asset('ab_toyworld.jsonl'))
+            return E.ab_accuracy(model, tok, items[:args.max_examples] if args.max_examples else items, batch_size=args.batch_size)
+        items = E.load_mc1_items(args.data_path or E.eval_asset('mc1_toyworld.jsonl'))
+        return E.mc1_accuracy(model, tok, items[:args.max_examples] if args.max_examples else items, batch_size=args.batch_size)
+    need(args, 'data_path')
+    recs = records(args)
+    prompts = [r['prompt'] for r in recs]
+    if t == 'win_rate':
+        if all('response_a' in r and 'response_b' in r for r in recs):
+            ya, yb = [r['response_a'] for r in recs], [r['response_b'] for r in recs]
+        else:
+            need(args, 'model_name_or_path', 'model_b_name_or_path')
+            ya = [o[0] for o in generate(args.model_name_or_path, prompts, args)]
+            yb = [o[0] for o in generate(args.model_b_name_or_path, prompts, args)]
+        if args.reward_model_name_or_path:
+            tok = load_tokenizer(args.reward_model_name_or_path)
+            rm = load_reward_model(args.reward_model_name_or_path, device=args.device, tokenizer=tok)
+            return {'judge': 'reward_model', **E.reward_win_rate(rm, tok, prompts, ya, yb, batch_size=args.batch_size)}
+        if args.judge_model_name_or_path:
+            from social_align.generation import HFGenerator
+            model, tok = lm(args.judge_model_name_or_path, args)
+            return {'judge': 'lm', **E.judge_win_rate(HFGenerator(model, tok, batch_size=args.batch_size), prompts, ya, yb)}
+        sys.exit('evaluate.py: error: --task win_rate needs --reward_model_name_or_path or --judge_model_name_or_path')
+    # gen_stats
+    if all('response' in r for r in recs): ys = [r['response'] for r in recs]
+    else:
+        need(args, 'model_name_or_path')
+        outs = generate(args.model_name_or_path, prompts, args, n=args.n_samples, temperature=args.temperature)
+        prompts, ys = [p for p, o in zip(prompts, outs) for _ in o], [y for o in outs for y in o]
+    rewards = pol_lp = ref_lp = None
+    if args.reward_model_name_or_path:
+        tok = load_tokenizer(args.reward_model_name_or_path)
+        rm = load_reward_model(args.reward_model_name_or_path, device=args.device, tokenizer=tok)
+        rewards = E.reward_scores(rm, tok, prompts, ys, batch_size=args.batch_size)
+    if args.ref_model_name_or_path:
+        need(args, 'model_name_or_path')
+        pol, tok = lm(args.model_name_or_path, args)
+        ref, _ = lm(args.ref_model_name_or_path, args)
+        kl = E.sample_kl(pol, ref, tok, prompts, ys, batch_size=args.batch_size)
+        pol_lp, ref_lp = kl['policy_logps'], kl['ref_logps']
+    return E.generation_stats(ys, rewards, pol_lp, ref_lp)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from social_align.core import DataError
+    try: results = run_task(args)
+    except (DataError, ValueError, FileNotFoundError, KeyError) as e: sys.exit(f'evaluate.py: error: {type(e).__name__}: {e}')
+    out = {'task': args.task, 'name': args.name or args.task, 'results': results}
+    text = json.dumps(out, indent=2, default=str)
+    if args.output:
+        from pathlib import Path
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+    print(text)
+
+
+if __name__ == '__main__': main()

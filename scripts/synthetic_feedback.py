@@ -1,0 +1,128 @@
+"""ALMoST synthetic feedback, one stage per run (SPEC §2.1-2.4).
+
+    # PG: mine prompts (one a line) from a seed file (default: the built-in seed queries)
+    python scripts/synthetic_feedback.py --mode pg --model_name_or_path MODEL --output_path data/prompts.txt --num_generation 1000
+    # RG: answer them with every configuration of a JSON list [{"name", "model", "demonstrations": "hhh"|"faithful"|FILE, "n_shot"}]
+    python scripts/synthetic_feedback.py --mode rg --prompts_path data/prompts.txt --configurations_path configs.json --output_path data/rg
+    # CS: pair the answers down a rubric (JSON list of levels, best first, e.g. [["big-hhh-5"], ["big-hhh-3", "small-hhh-5"], ["small-faithful-3"]])
+    python scripts/synthetic_feedback.py --mode cs --rg_dir data/rg --rubric_path rubric.json --output_path data/pairs.jsonl
+    # RMSP: RM-guided self-play dialogues -> SFT JSONL {messages} (after training a reward model on the cs output)
+    python scripts/synthetic_feedback.py --mode rmsp --model_name_or_path MODEL --reward_model_name_or_path runs/rm \
+        --prompts_path data/prompts.txt --output_path data/rmsp_sft.jsonl --n_candidates 4 --n_turns 2
+
+Every stage resumes: PG continues up to --num_generation, RG generates only the prompts a configuration's
+<name>.jsonl does not hold yet, RMSP continues after the last query written. The CS output is preference JSONL {prompt, chosen, rejected, meta} for
+scripts/train_reward.py (or TRL) as it is. Each run prints its counts (kept, dropped by rule) as one JSON line.
+"""
+import json, sys
+from dataclasses import dataclass, field
+
+MODES = ('pg', 'rg', 'cs', 'rmsp')
+DESCRIPTION = "ALMoST synthetic feedback: prompt generation (pg), response generation (rg), comparison construction (cs) or RM-guided self-play (rmsp)."
+
+@dataclass
+class SyntheticFeedbackArguments:
+    "Flags of every stage; each mode uses its own (see the module docstring)."
+    mode: str = field(metadata={'help': "the stage: 'pg', 'rg', 'cs' or 'rmsp'"})   # no argparse `choices`: parse_cli's unknown-flag check fills required flags with '_'
+    output_path: str = field(metadata={'help': 'pg: prompts file (one a line); rg: folder of <configuration>.jsonl; cs: preference JSONL'})
+    model_name_or_path: str = field(default=None, metadata={'help': 'pg: the model that writes queries; rmsp: the prompted model that plays both sides (local folder or hub name)'})
+    reward_model_name_or_path: str = field(default=None, metadata={'help': 'rmsp: the reward model that picks the best assistant turn'})
+    n_candidates: int = field(default=4, metadata={'help': 'rmsp: assistant turns proposed per step'})
+    n_turns: int = field(default=2, metadata={'help': 'rmsp: assistant turns per dialogue'})
+    demonstrations: str = field(default='hhh', metadata={'help': "rmsp: demonstration set of the prompted model ('hhh', 'faithful' or a JSON file)"})
+    rmsp_n_shot: int = field(default=3, metadata={'help': 'rmsp: demonstrations in the prompt'})
+    drop_bad: bool = field(default=True, metadata={'help': 'rmsp: never pick a BAD candidate'})
+    seed_path: str = field(default=None, metadata={'help': 'pg: seed file, first line the instruction, then seed queries (default: the built-in one)'})
+    num_generation: int = field(default=100, metadata={'help': 'pg: prompts to mine in total'})
+    n_shot: int = field(default=10, metadata={'help': 'pg: Query: examples per generation prompt'})
+    max_calls: int = field(default=200, metadata={'help': 'pg: give up after this many generate calls'})
+    min_chars: int = field(default=30, metadata={'help': 'pg: shorter queries need final punctuation'})
+    max_chars: int = field(default=250, metadata={'help': 'pg: longer queries are dropped'})
+    rouge_threshold: float = field(default=0.5, metadata={'help': 'pg: drop queries with ROUGE-L F >= this against any seed or mined one'})
+    prompts_path: str = field(default=None, metadata={'help': 'rg, rmsp: queries, one a line (the pg output)'})
+    configurations_path: str = field(default=None, metadata={'help': 'rg: JSON list of {name, model, demonstrations, n_shot}'})
+    only: str = field(default=None, metadata={'help': 'rg: comma-separated configuration names to run (default: all)'})
+    rg_dir: str = field(default=None, metadata={'help': 'cs: folder of the rg outputs'})
+    rubric_path: str = field(default=None, metadata={'help': 'cs: JSON list of levels (each a name or a list of tied names), best first'})
+    heuristic: bool = field(default=True, metadata={'help': 'cs: apply the heuristic length filter'})
+    heuristic_k: float = field(default=0.5, metadata={'help': 'cs: drop a pair whose chosen is shorter than the rejected and than mean - k*std'})
+    temperature: float = field(default=None, metadata={'help': 'sampling temperature (default: 1.2 for pg, 1.0 for rg)'})
+    top_p: float = field(default=0.9, metadata={'help': 'nucleus sampling mass'})
+    max_new_tokens: int = field(default=None, metadata={'help': 'tokens per completion (default: 64 for pg, 384 for rg)'})
+    batch_size: int = field(default=16, metadata={'help': 'pg: candidates per generate call; rg: prompts per generate call; hf backend: sequences per batch'})
+    backend: str = field(default='hf', metadata={'help': "generation engine: 'hf' (transformers) or 'vllm'", 'choices': ['hf', 'vllm']})
+    device: str = field(default=None, metadata={'help': "'cpu', 'cuda', ... (default: the best available)"})
+    dtype: str = field(default='auto', metadata={'help': "'auto', 'fp32', 'bf16' or 'fp16'"})
+    seed: int = field(default=0, metadata={'help': 'sampling seed'})
+
+
+def need(args, *names):
+    missing = [n for n in names if getattr(args, n) in (None, '')]
+    if missing: sys.exit(f"error: --mode {args.mode} needs --{' --'.join(missing)}")
+
+
+def make_generator(args, model_path):
+    from social_align.generation import HFGenerator, VLLMGenerator
+    from social_align.models import load_causal_lm, load_tokenizer
+    tok = load_tokenizer(model_path)
+    if args.backend == 'vllm': return VLLMGenerator(model_path, tok, dtype=args.dtype)
+    return HFGenerator(load_causal_lm(model_path, dtype=args.dtype, device=args.device), tok, batch_size=args.batch_size)
+
+
+def main(argv=None):
+    from social_align.trainers.base import parse_cli
+    (args,) = parse_cli((SyntheticFeedbackArguments,), argv, DESCRIPTION)
+    if args.mode not in MODES:
+        print(f"synthetic_feedback.py: error: argument --mode: invalid choice: {args.mode!r} (choose from {', '.join(MODES)})", file=sys.stderr)
+        sys.exit(2)
+    import social_align.synthetic_feedback as sf
+    if args.mode == 'pg':
+        need(args, 'model_name_or_path')
+        cfg = sf.PGConfig(num_generation=args.num_generation, n_shot=args.n_shot, batch_size=args.batch_size,
+                          temperature=1.2 if args.temperature is None else args.temperature, top_p=args.top_p,
+                          max_new_tokens=args.max_new_tokens or 64, min_chars=args.min_chars, max_chars=args.max_chars,
+                          rouge_threshold=args.rouge_threshold, max_calls=args.max_calls, seed=args.seed).check()
+        with make_generator(args, args.model_name_or_path) as gen:
+            stats = sf.mine_prompts(args.seed_path or sf.almost_asset('seed_prompts.txt'), gen, args.output_path, cfg, progress=True)
+        print(json.dumps(stats))
+    elif args.mode == 'rg':
+        need(args, 'prompts_path', 'configurations_path')
+        prompts, confs = sf.load_prompts(args.prompts_path), sf.load_configurations(args.configurations_path)
+        if args.only:
+            wanted = args.only.split(',')
+            unknown = [n for n in wanted if n not in {c.name for c in confs}]
+            if unknown: sys.exit(f'error: --only names {unknown}, not in {args.configurations_path}')
+            confs = [c for c in confs if c.name in wanted]
+        cfg = sf.RGConfig(temperature=1.0 if args.temperature is None else args.temperature, top_p=args.top_p,
+                          max_new_tokens=args.max_new_tokens or 384, chunk_size=args.batch_size, seed=args.seed)
+        for c in confs: sf.load_demonstrations(c.demonstrations)          # fail before any model is loaded
+        gen, gen_model = None, None
+        try:
+            for c in confs:
+                if c.model != gen_model:                                    # one model loaded at a time
+                    if gen is not None: gen.close()
+                    gen, gen_model = make_generator(args, c.model), c.model
+                print(json.dumps(sf.generate_responses(prompts, gen, c, args.output_path, cfg, progress=True)), flush=True)
+        finally:
+            if gen is not None: gen.close()
+    elif args.mode == 'rmsp':
+        need(args, 'model_name_or_path', 'reward_model_name_or_path', 'prompts_path')
+        from social_align.models import load_reward_model, load_tokenizer
+        cfg = sf.RMSPConfig(n_candidates=args.n_candidates, n_turns=args.n_turns, demonstrations=args.demonstrations,
+                            n_shot=args.rmsp_n_shot, temperature=1.0 if args.temperature is None else args.temperature,
+                            top_p=args.top_p, max_new_tokens=args.max_new_tokens or 128, drop_bad=args.drop_bad,
+                            chunk_size=args.batch_size, seed=args.seed).check()
+        prompts = sf.load_prompts(args.prompts_path)
+        sf.load_demonstrations(cfg.demonstrations)
+        rm = load_reward_model(args.reward_model_name_or_path, dtype=args.dtype, device=args.device)
+        rm_tok = load_tokenizer(args.reward_model_name_or_path)
+        with make_generator(args, args.model_name_or_path) as gen:
+            stats = sf.self_play(prompts, gen, rm, rm_tok, args.output_path, cfg, progress=True)
+        print(json.dumps(stats))
+    else:
+        need(args, 'rg_dir', 'rubric_path')
+        ds, stats = sf.build_comparisons(args.rg_dir, args.rubric_path, args.output_path, heuristic=args.heuristic, k=args.heuristic_k)
+        print(json.dumps(stats))
+
+
+if __name__ == '__main__': main()
