@@ -15,7 +15,8 @@ from fastcore.basics import listify
 
 # %% auto #0
 __all__ = ['DataError', 'seed_everything', 'available_devices', 'get_device', 'atomic_write_text', 'atomic_write_json',
-           'read_json', 'iter_jsonl', 'read_jsonl', 'JsonlWriter', 'write_jsonl', 'done_keys', 'Config']
+           'read_json', 'iter_jsonl', 'read_jsonl', 'JsonlWriter', 'write_jsonl', 'done_keys', 'Config', 'pyplot',
+           'finish_figure']
 
 # %% ../nbs/00_core.ipynb #dbed00e9
 class DataError(ValueError):
@@ -197,3 +198,22 @@ class Config:
     def replace(self, **kwargs):
         "A copy with some fields changed."
         return dataclasses.replace(self, **kwargs)
+
+# %% ../nbs/00_core.ipynb #c0f1a2b4
+def pyplot(path:str|Path|None=None # where the figure will be saved (None: returned only)
+          ):
+    "`matplotlib.pyplot`, switched to the file-only Agg backend when the figure goes to a file."
+    import matplotlib
+    if path is not None: matplotlib.use('Agg', force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+def finish_figure(fig,                        # a matplotlib figure
+                  path:str|Path|None=None,    # save it here (PNG, SVG, ...) and close it; None: leave it open
+                  dpi:int=90):
+    "Lay out `fig`, save and close it if `path` is given; returns it."
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+        pyplot(path).close(fig)
+    return fig
