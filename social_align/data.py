@@ -13,7 +13,7 @@ from .core import DataError, iter_jsonl, read_json
 
 # %% auto #0
 __all__ = ['ROLES', 'INTERACTION_FIELDS', 'SCHEMAS', 'check_messages', 'check_text', 'check_number', 'Schema', 'get_schema',
-           'load_records', 'load_dataset_records', 'as_text']
+           'iter_file_records', 'load_records', 'load_dataset_records', 'as_text']
 
 # %% ../nbs/03_data.ipynb #7f8cfd03
 ROLES = ('system', 'user', 'assistant', 'tool')
@@ -143,6 +143,21 @@ def get_schema(name:str|Schema)->Schema:
     return SCHEMAS[name]
 
 # %% ../nbs/03_data.ipynb #78b40d8f
+def iter_file_records(path:str|Path,       # a .json file (a list, or `{key: [...]}`) or a JSONL file
+                      key:str='data',        # the key a JSON object may hold its list under
+                      what:str='records'     # what the list holds, for the error message
+                     )->Iterable[tuple[Any, int, dict]]:
+    "Yield `(where, line-or-index, item)` for every item of a JSON list or JSONL file, for errors that name the place."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f'{path}: no such file')
+    if path.suffix == '.json':
+        data = read_json(path)
+        if isinstance(data, dict) and key in data: data = data[key]
+        if not isinstance(data, list): raise DataError(f'expected a JSON list of {what} (or {{"{key}": [...]}})', path)
+        for i, r in enumerate(data): yield (f'{path} record', i, r)
+    else:
+        for line, r in iter_jsonl(path, with_lines=True): yield (path, line, r)
+
 def _records_with_place(src)->Iterable[tuple[Any, int|None, dict]]:
     "Yield (path, line-or-index, record) from a file or a dataset."
     try: import datasets
@@ -153,15 +168,7 @@ def _records_with_place(src)->Iterable[tuple[Any, int|None, dict]]:
     if isinstance(src, list):
         for i, r in enumerate(src): yield ('records', i, r)
         return
-    path = Path(src)
-    if not path.exists(): raise FileNotFoundError(f'{path}: no such file')
-    if path.suffix == '.json':
-        data = read_json(path)
-        if isinstance(data, dict) and 'data' in data: data = data['data']
-        if not isinstance(data, list): raise DataError('expected a JSON list of records (or {"data": [...]})', path)
-        for i, r in enumerate(data): yield (f'{path} record', i, r)
-    else:
-        for line, r in iter_jsonl(path, with_lines=True): yield (path, line, r)
+    yield from iter_file_records(src)
 
 def load_records(src,                  # a .jsonl/.json path, a list of dicts, or a `datasets.Dataset`
                  schema:str|Schema,     # 'ranked', 'preference', 'principled_preference', 'sft' or 'interaction'
