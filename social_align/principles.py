@@ -224,7 +224,7 @@ def chat_prompt(system:str,               # the system prompt
     turns = [{'role': 'user', 'content': query}] if isinstance(query, str) else [m for m in query if m['role'] != 'system']
     return [{'role': 'system', 'content': system}] + turns
 
-# %% ../nbs/15_principles.ipynb #2e62d738
+# %% ../nbs/15_principles.ipynb #e7ea1327
 def choose_features(generator,                      # a `Generator` over the policy
                     queries:Sequence,               # the queries
                     principles:Sequence[Principle], # the feature set
@@ -250,7 +250,8 @@ def sample_responses(generator,                 # a `Generator` over the policy
                      system:str=DEFAULT_SYSTEM, # the plain system prompt of q
                      temperature:float=0.7, top_p:float=0.8,
                      max_new_tokens:int=512,
-                     seed:int=0
+                     seed:int=0,
+                     stop:Sequence[str]=()      # cut each response at the first of these strings
                     )->tuple[list[str], list[str], list[str]]: # (y⁺, y⁻, y°) per query
     "y⁺ = policy(x⁺, q), y⁻ = policy(x⁻, q), y° = policy(q), all from one batched `generate` call."
     n = len(queries)
@@ -259,7 +260,7 @@ def sample_responses(generator,                 # a `Generator` over the policy
     prompts = ([chat_prompt(s, q) for s, q in zip(p_systems, queries)] + [chat_prompt(s, q) for s, q in zip(n_systems, queries)]
                + [chat_prompt(system, q) for q in queries])
     texts = [cs[0].strip() for cs in generator.generate_text(prompts, temperature=temperature, top_p=top_p,
-                                                              max_new_tokens=max_new_tokens, seed=seed)]
+                                                              max_new_tokens=max_new_tokens, seed=seed, stop=list(stop))]
     return texts[:n], texts[n:2*n], texts[2*n:]
 
 def _norm(t:str)->str: return ' '.join(t.split())
@@ -341,7 +342,7 @@ def filter_reasons(logps:Sequence[dict[str, float]] # per pair, the six ℓ̄ of
             if not (gap_pos[i] > g_pos and gap_neg[i] > g_neg): reasons[i] = 'small gap'
     return reasons
 
-# %% ../nbs/15_principles.ipynb #a712cb88
+# %% ../nbs/15_principles.ipynb #98e554ba
 @dataclass
 class PairConfig(Config):
     "Settings of SSO's pair generation (SPEC §4.1)."
@@ -350,6 +351,7 @@ class PairConfig(Config):
     temperature: float = field(default=0.7, metadata={'help': 'sampling temperature of y⁺, y⁻, y°'})
     top_p: float = field(default=0.8, metadata={'help': 'nucleus sampling mass of y⁺, y⁻, y°'})
     max_new_tokens: int = field(default=512, metadata={'help': 'longest sampled response, in tokens'})
+    stop: list[str] = field(default_factory=list, metadata={'help': 'cut y⁺, y⁻, y° at the first of these strings'})
     feature_max_new_tokens: int = field(default=32, metadata={'help': "longest answer to the feature question"})
     sampling_seed: int = field(default=0, metadata={'help': 'seed of the sampling and of the random feature fill'})
     chunk_size: int = field(default=256, metadata={'help': 'queries per generate call (and per resumable unit)'})
@@ -378,7 +380,7 @@ def make_candidates(generator, model:nn.Module, tokenizer, queries:Sequence, pri
     p_sys = [positive_system_prompt(f) for f, _ in feats]
     n_sys = [negative_system_prompt(f) for f, _ in feats]
     pos, neg, orig = sample_responses(generator, queries, p_sys, n_sys, cfg.plain_system, cfg.temperature, cfg.top_p,
-                                      cfg.max_new_tokens, cfg.sampling_seed)
+                                      cfg.max_new_tokens, cfg.sampling_seed, cfg.stop)
     cands = [{'key': query_key(q), 'prompt': q, 'system': cfg.plain_system, 'p_system': ps_, 'n_system': ns_,
               'chosen': a, 'rejected': b, 'raw': c, 'features': [p.name for p in f], 'features_from_policy': nf,
               'dropped': duplicate_reason(a, b, c), 'logps': None}

@@ -252,7 +252,7 @@ class RewardModelJudge:
         return ([{'alignment': round(self.to_scale(r), 3), 'alignment_reason': f'reward model score {r:.4f}',
                   'engagement': None, 'engagement_reason': 'not scored (reward-model observer)'} for r in rs], 0, 0)
 
-# %% ../nbs/10_sandbox.ipynb #c1c7b50a
+# %% ../nbs/10_sandbox.ipynb #44f1dc40
 @dataclass
 class SandboxConfig(Config):
     "Settings of a Sandbox simulation."
@@ -269,6 +269,7 @@ class SandboxConfig(Config):
     feedback_temperature: float = field(default=0.7, metadata={'help': 'sampling temperature of peer feedback'})
     observer_temperature: float = field(default=0.0, metadata={'help': 'observer temperature (0 = greedy)'})
     retries: int = field(default=2, metadata={'help': 'regenerations of an unparseable rating before it is dropped'})
+    answer_stop: list[str] = field(default_factory=lambda: ['\nHuman:'], metadata={'help': 'drafts and revisions end at the first of these strings'})
     reminder_distance: float = field(default=REMINDER_DISTANCE, metadata={'help': 'cosine distance below which a memory reminds'})
     output_dir: str = field(default='runs/sandbox', metadata={'help': 'interactions.jsonl, stats.jsonl and state/'})
     questions_path: str|None = field(default=None, metadata={'help': '.txt/.jsonl/.json question pool (default: the toy world)'})
@@ -327,7 +328,7 @@ def load_state(state_dir:Path)->dict|None:
     st['memories'] = mems
     return st
 
-# %% ../nbs/10_sandbox.ipynb #acbf3d2e
+# %% ../nbs/10_sandbox.ipynb #1bb526c2
 def _round_seed(seed:int, rnd:int, phase:int)->int: return (seed*1_000_003 + rnd*101 + phase) % 2**31
 
 def run_round(rnd:int,                       # round index (the records' `iteration`)
@@ -347,7 +348,7 @@ def run_round(rnd:int,                       # round index (the records' `iterat
     recall = lambda agent, a: memories[agent].recall(q_emb[a], cfg.reminder_distance)
     # 1. drafts
     drafts = [t.strip() for t in generate_grouped(gens, [draft_prompt(qs[a], recall(a, a)) for a in range(n)],
-              temperature=cfg.temperature, seed=_round_seed(cfg.seed, rnd, 1), stop=['\nHuman:'], **kw)]; step()
+              temperature=cfg.temperature, seed=_round_seed(cfg.seed, rnd, 1), stop=list(cfg.answer_stop), **kw)]; step()
     # 2. observer scores of the drafts
     before, regen_b, drop_b = observer.score(list(zip(qs, drafts)), seed=_round_seed(cfg.seed, rnd, 2)); step()
     # 3. back-scatter: peers, then all feedback in one batched call per distinct model
@@ -364,7 +365,7 @@ def run_round(rnd:int,                       # round index (the records' `iterat
     rev_prompts = [revision_prompt(qs[a], drafts[a], [r for _, r, _ in kept[a]], [s for _, _, s in kept[a]], recall(a, a))
                    for a in range(n)]
     revised = [t.strip() for t in generate_grouped(gens, rev_prompts, temperature=cfg.temperature,
-               seed=_round_seed(cfg.seed, rnd, 5), stop=['\nHuman:'], **kw)]; step()
+               seed=_round_seed(cfg.seed, rnd, 5), stop=list(cfg.answer_stop), **kw)]; step()
     # 5. observer scores of the revisions
     after, regen_a, drop_a = observer.score(list(zip(qs, revised)), seed=_round_seed(cfg.seed, rnd, 6)); step()
     # 6. memory and records
