@@ -31,11 +31,11 @@ from .logprobs import make_batch, forward_logprobs
 from .losses.sft import sft_loss
 
 # %% auto #0
-__all__ = ['PREAMBLE', 'QUICKSTART_PRINCIPLES', 'ANSWER_STOP', 'BASE_KEYS', 'STAGES', 'conversation_doc', 'sandbox_role_docs',
-           'principle_docs', 'society_corpus', 'QuickstartConfig', 'base_cache_key', 'StageBar', 'train_base_policy',
-           'base_policy', 'pretrain', 'prompt_text', 'run_society', 'toy_demonstrations', 'run_almost',
-           'train_reward_model', 'train_stable_alignment', 'run_sso', 'run_raft', 'sample_answers', 'evaluate_policies',
-           'results_table', 'plot_results', 'quickstart']
+__all__ = ['PREAMBLE', 'QUICKSTART_PRINCIPLES', 'ANSWER_STOP', 'BASE_KEYS', 'STAGES', 'REDUCED_SETTINGS', 'conversation_doc',
+           'sandbox_role_docs', 'principle_docs', 'society_corpus', 'QuickstartConfig', 'base_cache_key', 'StageBar',
+           'train_base_policy', 'base_policy', 'pretrain', 'prompt_text', 'run_society', 'toy_demonstrations',
+           'run_almost', 'train_reward_model', 'train_stable_alignment', 'run_sso', 'run_raft', 'sample_answers',
+           'evaluate_policies', 'results_table', 'plot_results', 'quickstart']
 
 # %% ../nbs/80_quickstart.ipynb #d54455b0
 PREAMBLE = 'Below are a few conversations between people and an assistant.'
@@ -444,3 +444,7 @@ def quickstart(output_dir:str|Path='runs/quickstart', # where everything is writ
     print('\n' + results_table(res) + f"\n\nall stages {summary['seconds_all_stages']:.0f} s (this run {summary['seconds_this_run']:.0f} s);"
           f" report: {out/'report'/'report.html'}")
     return summary
+
+# %% ../nbs/80_quickstart.ipynb #1c246513
+REDUCED_SETTINGS = dict(corpus_scale=0.5, pretrain_steps=120, sandbox_size=3, sandbox_rounds=2, rg_repeats=1, rm_epochs=1.0,
+                        sa_epochs=2.0, sso_epochs=1.0, sso_queries=24, raft_k=4, eval_samples=2, max_new_tokens=40)
