@@ -10,13 +10,13 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['main']
 
-# %% ../nbs/95_cli.ipynb #340fdd2d
+# %% ../nbs/95_cli.ipynb #2f2cf177
 def _parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='social-align', description='Align language models without human labels.')
     sub = p.add_subparsers(dest='command', required=True)
     q = sub.add_parser('quickstart', help='run the main job on the embedded default (CPU, no downloads)')
     q.add_argument('--output-dir', default='runs/quickstart', help='where models, data, figures and the report go')
-    q.add_argument('--reduced', action='store_true', help='the small version the tests run (about 3 minutes; no gain expected)')
+    q.add_argument('--reduced', action='store_true', help='the small version the tests run (about a minute; too small to show a gain)')
     q.add_argument('--seed', type=int, default=0, help='random seed')
     t = sub.add_parser('test', help='run every check CI runs; ends with "N passed, N failed"')
     t.add_argument('--flags', default='', help='notebook cell flags to run that are skipped by default, e.g. "slow cuda"')
