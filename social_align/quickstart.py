@@ -35,7 +35,7 @@ __all__ = ['PREAMBLE', 'QUICKSTART_PRINCIPLES', 'ANSWER_STOP', 'BASE_KEYS', 'STA
            'sandbox_role_docs', 'principle_docs', 'society_corpus', 'QuickstartConfig', 'base_cache_key', 'StageBar',
            'train_base_policy', 'base_policy', 'pretrain', 'prompt_text', 'run_society', 'toy_demonstrations',
            'run_almost', 'train_reward_model', 'train_stable_alignment', 'run_sso', 'run_raft', 'sample_answers',
-           'evaluate_policies', 'results_table', 'plot_results', 'quickstart']
+           'evaluate_policies', 'example_answers', 'results_table', 'plot_results', 'quickstart']
 
 # %% ../nbs/80_quickstart.ipynb #d54455b0
 PREAMBLE = 'Below are a few conversations between people and an assistant.'
@@ -363,7 +363,16 @@ def evaluate_policies(cfg:QuickstartConfig, policies:dict[str, Path], reward_mod
     atomic_write_json(out_dir/'results.json', res)
     return res
 
-# %% ../nbs/80_quickstart.ipynb #44cf0b48
+# %% ../nbs/80_quickstart.ipynb #41b75ce6
+_VERDICT = {1: 'aligned', 0: 'misaligned', None: 'unclassified'}
+
+def example_answers(samples_path:Path, policies:list[str], per_question:int, n:int=4)->dict:
+    "The first answer of every policy to `n` held-out questions, with the judge's verdict: what a reader looks at first."
+    recs = read_jsonl(samples_path)[::per_question][:n]
+    return {f'question {j+1}': {'question': r['question'], **{p: f"{r[p]}  [{_VERDICT[r[p + ' judge']]}]" for p in policies}}
+            for j, r in enumerate(recs)}
+
+# %% ../nbs/80_quickstart.ipynb #d68d4dbd
 def results_table(res:dict[str, dict], base:str='base')->str:
     "The final table: method, aligned share before → after, reward before → after, win rate over the base."
     b = res[base]
@@ -386,7 +395,7 @@ def plot_results(res:dict[str, dict], path:Path|None=None, base:str='base'):
     axs[0].set_ylim(0, 1); axs[0].axhline(res[base]['aligned_share'], color='k', ls='--', lw=1)
     return finish_figure(fig, path, dpi=80)
 
-# %% ../nbs/80_quickstart.ipynb #d0f571f1
+# %% ../nbs/80_quickstart.ipynb #c42344b7
 STAGES = ('base', 'sandbox', 'almost', 'reward_model', 'stable_alignment', 'sso', 'raft', 'evaluation')
 
 def _stage(out:Path, name:str, fn, progress:bool)->dict:
@@ -437,6 +446,7 @@ def quickstart(output_dir:str|Path='runs/quickstart', # where everything is writ
                'stage seconds': {k: v['seconds'] for k, v in st.items()},
                'reward model': {k: st['reward_model'][k] for k in ('held_out_accuracy_before', 'held_out_accuracy', 'comparisons')}}
     metrics |= {f'{k} vs base': {'win_rate': r['win_rate_vs_base']} for k, r in res.items() if k != 'base'}
+    metrics['example answers (held-out, first sample per question)'] = example_answers(out/'evaluation'/'samples.jsonl', list(res), cfg.eval_samples)
     run = {'title': 'social_align quickstart', 'metrics': metrics, 'iterations': read_jsonl(out/'raft'/'iterations.jsonl'),
            'histories': {'reward model': _history(out/'reward_model'), 'stable alignment': _history(out/'stable_alignment'),
                          'SSO': _history(out/'sso'/'iteration-1'/'train')},
@@ -446,6 +456,6 @@ def quickstart(output_dir:str|Path='runs/quickstart', # where everything is writ
           f" report: {out/'report'/'report.html'}")
     return summary
 
-# %% ../nbs/80_quickstart.ipynb #1c246513
+# %% ../nbs/80_quickstart.ipynb #86cf9f35
 REDUCED_SETTINGS = dict(corpus_scale=0.5, pretrain_steps=120, sandbox_size=3, sandbox_rounds=2, rg_repeats=1, rm_epochs=1.0,
                         sa_epochs=2.0, sso_epochs=1.0, sso_queries=24, raft_k=4, eval_samples=2, max_new_tokens=40)
