@@ -31,7 +31,7 @@ from .logprobs import make_batch, forward_logprobs
 from .losses.sft import sft_loss
 
 # %% auto #0
-__all__ = ['PREAMBLE', 'QUICKSTART_PRINCIPLES', 'ANSWER_STOP', 'BASE_KEYS', 'STAGES', 'REDUCED_SETTINGS', 'conversation_doc',
+__all__ = ['PREAMBLE', 'QUICKSTART_PRINCIPLES', 'ANSWER_STOP', 'BASE_KEYS', 'REDUCED_SETTINGS', 'conversation_doc',
            'sandbox_role_docs', 'principle_docs', 'society_corpus', 'QuickstartConfig', 'base_cache_key', 'StageBar',
            'train_base_policy', 'base_policy', 'pretrain', 'prompt_text', 'run_society', 'toy_demonstrations',
            'run_almost', 'train_reward_model', 'train_stable_alignment', 'run_sso', 'run_raft', 'sample_answers',
@@ -144,7 +144,7 @@ class QuickstartConfig(Config):
     temperature: float = _f(1.0, 'evaluation sampling temperature')
     progress: bool = _f(True, 'progress bars')
 
-# %% ../nbs/80_quickstart.ipynb #870e9980
+# %% ../nbs/80_quickstart.ipynb #087ae032
 BASE_KEYS = ('seed', 'corpus_scale', 'vocab_size', 'hidden_size', 'num_layers', 'pretrain_steps', 'pretrain_batch_size', 'pretrain_lr')
 
 def base_cache_key(cfg:QuickstartConfig)->str:
@@ -188,7 +188,7 @@ def train_base_policy(cfg:QuickstartConfig, out_dir:Path, train_ids:list[int])->
     args = _args(SFTConfig, out_dir/'_train', cfg, max_steps=cfg.pretrain_steps, per_device_train_batch_size=cfg.pretrain_batch_size,
                  learning_rate=cfg.pretrain_lr, lr_scheduler_type='cosine', warmup_steps=0.03)
     trainer = SFTTrainer(model, args=args, train_dataset=[{'prompt': '', 'completion': t} for t in corpus], processing_class=tok)
-    hist = _train(trainer, 'base policy: pretraining', cfg.progress, out_dir)
+    _train(trainer, 'base policy: pretraining', cfg.progress, out_dir)
     shutil.rmtree(out_dir/'_train', ignore_errors=True)
     return out_dir
 
@@ -252,7 +252,7 @@ def run_society(cfg:QuickstartConfig, base:Path, out_dir:Path, train_ids:list[in
     write_jsonl(out_dir/'train.jsonl', [dict(r, query=prompt_text(r['query'])) for r in ranked])
     return stats
 
-# %% ../nbs/80_quickstart.ipynb #3ba7c934
+# %% ../nbs/80_quickstart.ipynb #139cad8c
 def toy_demonstrations(train_ids:list[int], seed:int=0, n:int=3)->dict:
     "A demonstration set (the format of `load_demonstrations`): `n` aligned answers to training questions."
     rng = random.Random(f'demos-{seed}')
@@ -289,9 +289,8 @@ def train_reward_model(cfg:QuickstartConfig, base:Path, comparisons:Path, out_di
     args = _args(RewardConfig, out_dir, cfg, num_train_epochs=cfg.rm_epochs, per_device_train_batch_size=16,
                  learning_rate=cfg.rm_lr, lr_scheduler_type='cosine', warmup_steps=0.05)
     trainer = RewardModelTrainer(model, args=args, train_dataset=str(comparisons), processing_class=tok)
-    hist = _train(trainer, 'reward model', cfg.progress, out_dir)
-    return {'held_out_accuracy_before': before, 'held_out_accuracy': accuracy(model.eval()),
-            'comparisons': sum(1 for _ in open(comparisons))}
+    _train(trainer, 'reward model', cfg.progress, out_dir)
+    return {'held_out_accuracy_before': before, 'held_out_accuracy': accuracy(model.eval())}
 
 # %% ../nbs/80_quickstart.ipynb #a3aa468a
 def train_stable_alignment(cfg:QuickstartConfig, base:Path, data:Path, out_dir:Path)->list[dict]:
@@ -332,12 +331,11 @@ def run_raft(cfg:QuickstartConfig, base:Path, reward_model:Path, out_dir:Path, t
     bar.update(1); bar.close()
     return rows[-1]
 
-# %% ../nbs/80_quickstart.ipynb #68f7fa01
+# %% ../nbs/80_quickstart.ipynb #8f5fee24
 @torch.no_grad()
-def sample_answers(policy:Path, questions:list[str], n:int, max_new_tokens:int, temperature:float, seed:int)->list[str]:
-    "`n` answers per question (question-major) from the policy saved at `policy`."
+def sample_answers(policy:Path, prompts:list, max_new_tokens:int, temperature:float, seed:int)->list[str]:
+    "One sampled answer per prompt from the policy saved at `policy`."
     gen = HFGenerator(policy, batch_size=128)
-    prompts = [[{'role': 'user', 'content': q}] for q in questions for _ in range(n)]
     outs = gen.generate_text(prompts, temperature=temperature, max_new_tokens=max_new_tokens, stop=ANSWER_STOP, seed=seed)
     return [o[0].strip() for o in outs]
 
@@ -350,7 +348,7 @@ def evaluate_policies(cfg:QuickstartConfig, policies:dict[str, Path], reward_mod
     rm, rtok = AutoModelForSequenceClassification.from_pretrained(reward_model).eval(), load_tokenizer(reward_model)
     answers, rewards, res = {}, {}, {}
     for name, path in tqdm(policies.items(), desc='evaluation', disable=not cfg.progress):
-        answers[name] = sample_answers(path, qs, cfg.eval_samples, cfg.max_new_tokens, cfg.temperature, cfg.seed + 12345)
+        answers[name] = sample_answers(path, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed + 12345)
         rewards[name] = reward_scores(rm, rtok, prompts, answers[name])
         res[name] = {'aligned_share': aligned_share(answers[name]), 'reward': rewards[name].mean().item(),
                      'unclassified_share': sum(judge_alignment(a) is None for a in answers[name]) / len(answers[name])}
@@ -395,10 +393,8 @@ def plot_results(res:dict[str, dict], path:Path|None=None, base:str='base'):
     axs[0].set_ylim(0, 1); axs[0].axhline(res[base]['aligned_share'], color='k', ls='--', lw=1)
     return finish_figure(fig, path, dpi=80)
 
-# %% ../nbs/80_quickstart.ipynb #c42344b7
-STAGES = ('base', 'sandbox', 'almost', 'reward_model', 'stable_alignment', 'sso', 'raft', 'evaluation')
-
-def _stage(out:Path, name:str, fn, progress:bool)->dict:
+# %% ../nbs/80_quickstart.ipynb #8056c8e3
+def _stage(out:Path, name:str, fn)->dict:
     "Run `fn()` unless `out/stage_<name>.json` says it is done; returns its statistics."
     marker = out/f'stage_{name}.json'
     if marker.exists(): return read_json(marker)
@@ -422,19 +418,19 @@ def quickstart(output_dir:str|Path='runs/quickstart', # where everything is writ
     t0 = time.time(); seed_everything(cfg.seed)
     train_ids, eval_ids = split_situations(seed=cfg.seed)
     st = {}
-    st['base'] = _stage(out, 'base', lambda: {'path': str(base_policy(cfg, out, train_ids))}, cfg.progress)
+    st['base'] = _stage(out, 'base', lambda: {'path': str(base_policy(cfg, out, train_ids))})
     base = out/'base'
-    st['sandbox'] = _stage(out, 'sandbox', lambda: run_society(cfg, base, out/'sandbox', train_ids), cfg.progress)
-    st['almost'] = _stage(out, 'almost', lambda: run_almost(cfg, base, out/'almost', train_ids), cfg.progress)
+    st['sandbox'] = _stage(out, 'sandbox', lambda: run_society(cfg, base, out/'sandbox', train_ids))
+    st['almost'] = _stage(out, 'almost', lambda: run_almost(cfg, base, out/'almost', train_ids))
     st['reward_model'] = _stage(out, 'reward_model', lambda: train_reward_model(cfg, base, out/'almost'/'comparisons.jsonl',
-                                                                                 out/'reward_model', eval_ids), cfg.progress)
+                                                                                 out/'reward_model', eval_ids))
     st['stable_alignment'] = _stage(out, 'stable_alignment', lambda: {'steps': len([h for h in train_stable_alignment(
-        cfg, base, out/'sandbox'/'train.jsonl', out/'stable_alignment') if 'loss' in h])}, cfg.progress)
-    st['sso'] = _stage(out, 'sso', lambda: run_sso(cfg, base, out/'sso', train_ids), cfg.progress)
-    st['raft'] = _stage(out, 'raft', lambda: run_raft(cfg, base, out/'reward_model', out/'raft', train_ids), cfg.progress)
+        cfg, base, out/'sandbox'/'train.jsonl', out/'stable_alignment') if 'loss' in h])})
+    st['sso'] = _stage(out, 'sso', lambda: run_sso(cfg, base, out/'sso', train_ids))
+    st['raft'] = _stage(out, 'raft', lambda: run_raft(cfg, base, out/'reward_model', out/'raft', train_ids))
     policies = {'base': base, 'stable alignment': out/'stable_alignment', 'SSO': out/'sso'/'iteration-1'/'model', 'RAFT': out/'raft'}
     st['evaluation'] = _stage(out, 'evaluation', lambda: {'results': evaluate_policies(cfg, policies, out/'reward_model',
-                                                                                       out/'evaluation', eval_ids)}, cfg.progress)
+                                                                                       out/'evaluation', eval_ids)})
     res = st['evaluation']['results']
     plot_results(res, out/'results.png')
     summary = {'methods': res, 'stages': {k: v for k, v in st.items() if k != 'evaluation'},
@@ -444,7 +440,8 @@ def quickstart(output_dir:str|Path='runs/quickstart', # where everything is writ
     metrics = {'aligned share (held-out)': {k: r['aligned_share'] for k, r in res.items()},
                'mean reward (synthetic RM)': {k: r['reward'] for k, r in res.items()},
                'stage seconds': {k: v['seconds'] for k, v in st.items()},
-               'reward model': {k: st['reward_model'][k] for k in ('held_out_accuracy_before', 'held_out_accuracy', 'comparisons')}}
+               'reward model': {**{k: st['reward_model'][k] for k in ('held_out_accuracy_before', 'held_out_accuracy')},
+                                'comparisons': st['almost']['cs']['kept']}}
     metrics |= {f'{k} vs base': {'win_rate': r['win_rate_vs_base']} for k, r in res.items() if k != 'base'}
     metrics['example answers (held-out, first sample per question)'] = example_answers(out/'evaluation'/'samples.jsonl', list(res), cfg.eval_samples)
     run = {'title': 'social_align quickstart', 'metrics': metrics, 'iterations': read_jsonl(out/'raft'/'iterations.jsonl'),
