@@ -15,8 +15,8 @@ from fastcore.basics import listify
 
 # %% auto #0
 __all__ = ['DataError', 'seed_everything', 'available_devices', 'get_device', 'atomic_write_text', 'atomic_write_json',
-           'read_json', 'iter_jsonl', 'read_jsonl', 'JsonlWriter', 'write_jsonl', 'done_keys', 'Config', 'pyplot',
-           'finish_figure']
+           'input_file', 'read_json', 'iter_jsonl', 'read_jsonl', 'repair_torn_tail', 'JsonlWriter', 'write_jsonl',
+           'done_keys', 'Config', 'pyplot', 'finish_figure']
 
 # %% ../nbs/00_core.ipynb #dbed00e9
 class DataError(ValueError):
@@ -72,12 +72,28 @@ def atomic_write_json(path:str|Path, obj:Any, indent:int|None=2):
     "Atomically write `obj` as JSON to `path`."
     atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False)+'\n')
 
+def input_file(path:str|Path,   # a file the user gave
+               what:str='file'   # what it should be, for the message ('data file', 'queries file', ...)
+              )->Path:
+    "`path` as a `Path`, checked to be an existing file (not a folder), with an error that says which and why."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f'{path}: no such file')
+    if path.is_dir(): raise IsADirectoryError(f'{path}: is a folder, not a {what} (give the path of the file inside it)')
+    return path
+
 def read_json(path:str|Path)->Any:
-    "Read a JSON file, naming file and line on a syntax error."
-    try: return json.loads(Path(path).read_text(encoding='utf-8'))
+    "Read a JSON file, naming file and line on a syntax error (and the byte on bad UTF-8)."
+    path = input_file(path, 'JSON file')
+    try: return json.loads(path.read_text(encoding='utf-8'))
+    except UnicodeDecodeError as e: raise DataError(f'not UTF-8 text (byte {e.start})', path) from None
     except json.JSONDecodeError as e: raise DataError(f'invalid JSON: {e.msg}', path, e.lineno) from None
 
 # %% ../nbs/00_core.ipynb #9f136874
+def _is_torn(last_line:bytes)->bool:
+    "Is a final line without a newline what a killed writer leaves (it does not parse), or a complete record?"
+    try: json.loads(last_line.decode('utf-8', errors='replace')); return False  # bad UTF-8 is reported, not skipped
+    except json.JSONDecodeError: return True
+
 def _parse_line(line:bytes, path, lineno:int)->dict:
     try: rec = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -88,23 +104,44 @@ def _parse_line(line:bytes, path, lineno:int)->dict:
 def iter_jsonl(path:str|Path,            # a JSON Lines file
                with_lines:bool=False      # yield `(line_number, record)` pairs instead of records
               )->Iterator[dict]:
-    "Records of a JSONL file; blank lines are skipped, a torn final line is ignored with a warning."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'{path}: no such file')
+    "Records of a JSONL file; blank lines are skipped, a torn final line (no newline, not JSON) is ignored with a warning."
+    path = input_file(path, 'JSONL file')
     with open(path, 'rb') as f:
         for lineno, line in enumerate(f, 1):
-            if not line.endswith(b'\n'):
-                # The final line of a file that a killed writer left torn: it was never completely written.
-                if line.strip():
-                    warnings.warn(f'{path}:{lineno}: ignoring an incomplete final line (the writer was interrupted)')
-                return
             if not line.strip(): continue
+            if not line.endswith(b'\n') and _is_torn(line):
+                warnings.warn(f'{path}:{lineno}: ignoring an incomplete final line (the writer was interrupted)')
+                return
             rec = _parse_line(line, path, lineno)
             yield (lineno, rec) if with_lines else rec
 
 def read_jsonl(path:str|Path)->list[dict]:
     "All complete records of a JSONL file, as a list."
     return list(iter_jsonl(path))
+
+# %% ../nbs/00_core.ipynb #e516cc8e
+def _last_line_start(f, size:int)->int:
+    "Byte offset where the final line of the open binary file `f` (of `size` bytes) starts."
+    pos, chunk = size, 4096
+    while pos > 0:
+        start = max(0, pos-chunk); f.seek(start); buf = f.read(pos-start)
+        i = buf.rfind(b'\n')
+        if i >= 0: return start+i+1
+        pos = start
+    return 0
+
+def repair_torn_tail(path:str|Path):
+    "Make `path` end in a newline: cut a torn final line (no newline, not JSON), or end a complete last record's line."
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0: return
+    with open(path, 'rb+') as f:
+        f.seek(0, os.SEEK_END); size = f.tell()
+        f.seek(size-1)
+        if f.read(1) == b'\n': return
+        start = _last_line_start(f, size)
+        f.seek(start)
+        if _is_torn(f.read(size-start)): f.truncate(start)
+        else: f.seek(size); f.write(b'\n')
 
 # %% ../nbs/00_core.ipynb #8cdddcb2
 class JsonlWriter:
@@ -114,25 +151,9 @@ class JsonlWriter:
                  durable:bool=False): # `fsync` after every write, so records survive a power cut too
         self.path,self.durable = Path(path),durable
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
+        repair_torn_tail(self.path)
         self.f = open(self.path, 'ab')
         self.n_written = 0
-
-    def _repair_tail(self):
-        "Cut off a final line that has no newline: a write that was interrupted."
-        if not self.path.exists() or self.path.stat().st_size == 0: return
-        with open(self.path, 'rb+') as f:
-            f.seek(0, os.SEEK_END); size = f.tell()
-            f.seek(size-1)
-            if f.read(1) == b'\n': return
-            # scan back for the last newline
-            pos, chunk = size, 4096
-            while pos > 0:
-                start = max(0, pos-chunk); f.seek(start); buf = f.read(pos-start)
-                i = buf.rfind(b'\n')
-                if i >= 0: f.truncate(start+i+1); return
-                pos = start
-            f.truncate(0)
 
     def write(self, rec:dict):
         "Append one record as one line."

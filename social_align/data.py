@@ -4,12 +4,12 @@
 
 # %% ../nbs/03_data.ipynb #793a7553
 from __future__ import annotations
-import json, numbers
+import json, numbers, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .core import DataError, iter_jsonl, read_json
+from .core import DataError, input_file, iter_jsonl, read_json
 
 # %% auto #0
 __all__ = ['ROLES', 'INTERACTION_FIELDS', 'SCHEMAS', 'check_messages', 'check_text', 'check_number', 'Schema', 'get_schema',
@@ -52,6 +52,7 @@ class Schema:
     required: tuple
     optional: tuple = ()
     check: Callable|None = None   # record -> (field, message) | None, run after the required-field check
+    no_signal: Callable|None = None # valid record -> why it teaches nothing (e.g. chosen == rejected) | None
 
     def problem(self, rec:dict)->tuple[str, str]|None:
         "The first problem of `rec` as `(field, message)`, or None."
@@ -91,6 +92,17 @@ def _check_preference(r):
                   _field(r, 'margin', check_number) if 'margin' in r else None,
                   ('meta', 'expected a string or an object') if 'meta' in r and not isinstance(r['meta'], (str, dict)) else None)
 
+def _same_pair(r):
+    return 'have chosen == rejected (no preference to learn)' if r['chosen'] == r['rejected'] else None
+
+def _contradictory_ranking(r):
+    seen = {}
+    for x, s in zip(r['responses'], r['scores']):
+        k = json.dumps(x, sort_keys=True)
+        if k in seen and seen[k] != s: return 'rank the same response under different scores (a contradictory ranking)'
+        seen[k] = s
+    return None
+
 def _check_principled(r):
     return _first(_check_preference(r), *[_field(r, f, check_text) for f in ('system', 'p_system', 'n_system')],
                   _field(r, 'raw', check_text))
@@ -128,10 +140,11 @@ INTERACTION_FIELDS = ('agent_id', 'label', 'iteration', 'question', 'draft_answe
                       'engagement_after_reason')
 
 SCHEMAS = {s.name: s for s in [
-    Schema('ranked', ('query', 'responses', 'scores'), check=_check_ranked),
-    Schema('preference', ('prompt', 'chosen', 'rejected'), ('meta', 'margin'), check=_check_preference),
+    Schema('ranked', ('query', 'responses', 'scores'), check=_check_ranked, no_signal=_contradictory_ranking),
+    Schema('preference', ('prompt', 'chosen', 'rejected'), ('meta', 'margin'), check=_check_preference,
+           no_signal=_same_pair),
     Schema('principled_preference', ('prompt', 'chosen', 'rejected', 'system', 'p_system', 'n_system', 'raw'), ('meta',),
-           check=_check_principled),
+           check=_check_principled, no_signal=_same_pair),
     Schema('sft', (), ('prompt', 'completion', 'messages'), check=_check_sft),
     Schema('interaction', INTERACTION_FIELDS, check=_check_interaction),
 ]}
@@ -148,8 +161,7 @@ def iter_file_records(path:str|Path,       # a .json file (a list, or `{key: [..
                       what:str='records'     # what the list holds, for the error message
                      )->Iterable[tuple[Any, int, dict]]:
     "Yield `(where, line-or-index, item)` for every item of a JSON list or JSONL file, for errors that name the place."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'{path}: no such file')
+    path = input_file(path, 'data file')
     if path.suffix == '.json':
         data = read_json(path)
         if isinstance(data, dict) and key in data: data = data[key]
@@ -174,13 +186,16 @@ def load_records(src,                  # a .jsonl/.json path, a list of dicts, o
                  schema:str|Schema,     # 'ranked', 'preference', 'principled_preference', 'sft' or 'interaction'
                  allow_empty:bool=False # accept a source with no records
                 )->list[dict]:
-    "Load and validate records; a bad record raises `DataError` naming its file, line and field."
+    "Load and validate records; a bad record raises `DataError` naming its file, line and field; records that teach nothing are counted in a warning."
     schema = get_schema(schema)
-    out = []
+    out, weak = [], {}
     for where, i, r in _records_with_place(src):
-        if (p := schema.problem(r)) is not None:
-            raise DataError(p[1], where if where not in ('records', 'dataset') else f'{where} row', i, p[0] or None)
+        place = where if where not in ('records', 'dataset') else f'{where} row'
+        if (p := schema.problem(r)) is not None: raise DataError(p[1], place, i, p[0] or None)
+        if schema.no_signal and (why := schema.no_signal(r)): weak.setdefault(why, []).append(f'{place}:{i}')
         out.append(r)
+    for why, places in weak.items():
+        warnings.warn(f'{len(places)} of {len(out)} {schema.name} records {why}; they are kept (first: {places[0]})')
     if not out and not allow_empty: raise DataError(f'no {schema.name} records found', src if not isinstance(src, list) else None)
     return out
 
