@@ -14,9 +14,10 @@ import torch
 from fastcore.basics import listify
 
 # %% auto #0
-__all__ = ['DataError', 'seed_everything', 'available_devices', 'get_device', 'atomic_write_text', 'atomic_write_json',
-           'input_file', 'read_json', 'iter_jsonl', 'read_jsonl', 'repair_torn_tail', 'JsonlWriter', 'write_jsonl',
-           'done_keys', 'Config', 'pyplot', 'finish_figure']
+__all__ = ['RESUME_SETTINGS', 'DataError', 'seed_everything', 'available_devices', 'get_device', 'atomic_write_text',
+           'atomic_write_json', 'input_file', 'read_json', 'iter_jsonl', 'read_jsonl', 'repair_torn_tail',
+           'JsonlWriter', 'write_jsonl', 'done_keys', 'ResumeSettingsError', 'check_resume_settings', 'Config',
+           'pyplot', 'finish_figure']
 
 # %% ../nbs/00_core.ipynb #dbed00e9
 class DataError(ValueError):
@@ -190,6 +191,43 @@ def done_keys(path:str|Path, # JSONL file of a stage's output
             if missing: raise DataError('record has no key field', path, lineno, missing[0])
             out.add(r[keys[0]] if len(keys) == 1 else tuple(r[k] for k in keys))
     return out
+
+# %% ../nbs/00_core.ipynb #fe75112b
+class ResumeSettingsError(ValueError):
+    "A run resumed with settings other than those its output was made with."
+
+RESUME_SETTINGS = 'resume_settings.json'
+
+def _as_json(v): return json.loads(json.dumps(v, ensure_ascii=False))
+
+def check_resume_settings(path:str|Path,                      # JSON file of the recorded settings (`output_dir/resume_settings.json`)
+                          settings:dict,                      # this run's settings: name -> JSON-serialisable value
+                          allowed_to_change:Iterable[str]=(), # settings a resume may change (recorded, with their history)
+                          what:str='run',                     # what is resumed, for the message ('Sandbox', 'RAFT run', ...)
+                          recorded:dict|None=None             # settings of an output made before `path` existed (its old config)
+                         )->dict:
+    "Record `settings` in `path` the first time; on a resume, raise `ResumeSettingsError` naming each setting that differs."
+    path, new, free = Path(path), _as_json(dict(settings)), set(allowed_to_change)
+    if path.exists():
+        rec = read_json(path)
+        if not isinstance(rec, dict) or not isinstance(rec.get('settings'), dict):
+            raise DataError('expected an object with a "settings" object', path, field='settings')
+        old, history = rec['settings'], dict(rec.get('history') or {})
+    elif recorded is not None: old, history = _as_json(dict(recorded)), {}
+    else:
+        atomic_write_json(path, {'what': what, 'settings': new, 'history': {}})
+        return new
+    diff = [k for k in new if k in old and k not in free and old[k] != new[k]]
+    if diff:
+        raise ResumeSettingsError(f'{path}: this {what} was made with other settings, and resuming it with these would mix two runs in one '
+                                  f'output: ' + '; '.join(f'{k} was {old[k]!r}, now {new[k]!r}' for k in diff)
+                                  + '. Run with the recorded values, or use a new output folder.')
+    unmatched = sorted(set(new) ^ set(old))
+    if unmatched: warnings.warn(f'{path}: settings {unmatched} were not recorded by both runs of this {what}, so they were not compared')
+    for k in sorted(free & set(new) & set(old)):
+        if old[k] != new[k]: history[k] = (history.get(k) or [old[k]]) + [new[k]]
+    atomic_write_json(path, {'what': what, 'settings': {**old, **new}, 'history': history})
+    return new
 
 # %% ../nbs/00_core.ipynb #e37ae1e4
 @dataclass
