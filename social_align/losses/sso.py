@@ -57,7 +57,7 @@ def sso_loss(policy_logps:Tensor,         # [B, 6] ℓ̄_θ of the six sequences
     else: per_example = l_base + w_used * gamma * g if use_g else w_used * l_base
     return reduce_loss(per_example, reduction), detach_metrics(
         **{'loss/base': l_base, 'loss/g': g, 'w': w, 'h/query': h_q, 'h/positive': h_p, 'h/negative': h_n,
-           'rewards/accuracies': (h_q > 0).float()})
+           'h/query_accuracy': (h_q > 0).float()})
 
 def sso_loss_from_logps(policy_token_logps:Tensor, # [6B, T] per-token log-probs under the policy, six groups of B rows
                         ref_token_logps:Tensor,    # [6B, T] the same under the reference

@@ -21,9 +21,9 @@ from ..logprobs import make_batch
 
 # %% auto #0
 __all__ = ['AlignmentConfig', 'response_text', 'prompt_ids', 'encode_prompt_response', 'truncate_pair', 'as_dataset',
-           'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'deepspeed_reference', 'AlignmentTrainer',
-           'step_losses', 'ScriptArguments', 'use_cpu_ranks_without_accelerator', 'parse_cli', 'parse_script_args',
-           'run_training']
+           'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'disable_dropout', 'deepspeed_reference',
+           'AlignmentTrainer', 'step_losses', 'ScriptArguments', 'use_cpu_ranks_without_accelerator', 'parse_cli',
+           'parse_script_args', 'run_training']
 
 # %% ../../nbs/30_trainer_base.ipynb #1eff07fd
 @dataclass
@@ -35,6 +35,7 @@ class AlignmentConfig(TrainingArguments):
     padding_side: str = field(default='right', metadata={'help': "where padding goes in a batch ('left' or 'right'); results do not depend on it", 'choices': ['left', 'right']})
     dataset_num_proc: int|None = field(default=None, metadata={'help': 'processes for tokenizing the dataset'})
     remove_unused_columns: bool = field(default=False, metadata={'help': 'keep False: the collators read the tokenized columns'})
+    disable_dropout: bool = field(default=False, metadata={'help': 'set every dropout of the model (and of the reference) to 0; on by default in the trainers that compare the policy with a frozen reference (DPO/IPO, SSO, RL)'})
 
     def __post_init__(self):
         super().__post_init__()
@@ -151,6 +152,15 @@ class SequenceCollator:
                 batch[k] = torch.tensor(vals)
         return batch
 
+# %% ../../nbs/30_trainer_base.ipynb #f6fde4d1
+def disable_dropout(model:nn.Module # any torch model
+                   )->nn.Module:    # the same model, with every dropout probability 0
+    "Set every `nn.Dropout` and every `attention_dropout` attribute of `model` to 0."
+    for m in model.modules():
+        if isinstance(m, nn.Dropout): m.p = 0.
+        if isinstance(getattr(m, 'attention_dropout', None), float): m.attention_dropout = 0.
+    return model
+
 # %% ../../nbs/30_trainer_base.ipynb #33931ce1
 def deepspeed_reference(model:nn.Module, accelerator)->nn.Module:
     "Wrap a frozen model in a DeepSpeed engine for inference with the run's DeepSpeed config (see the caveats above)."
@@ -192,6 +202,7 @@ class AlignmentTrainer(Trainer):
         if processing_class is None:
             raise ValueError('processing_class (the tokenizer) is required when the model is given as an object')
         ensure_pad_token(processing_class, model)
+        if args.disable_dropout: disable_dropout(model)
         self._metrics = {'train': defaultdict(list), 'eval': defaultdict(list)}
         self.tokenizer_ = processing_class
         train_dataset = self.prepare_dataset(train_dataset, processing_class, args, 'train')
@@ -223,6 +234,7 @@ class AlignmentTrainer(Trainer):
 
     def prepare_reference(self, ref:nn.Module)->nn.Module:
         "Put a frozen reference model on this process's device (a DeepSpeed inference engine under DeepSpeed; no DDP wrapper)."
+        if self.args.disable_dropout: disable_dropout(ref)
         if self.is_deepspeed_enabled: return deepspeed_reference(ref, self.accelerator)
         ref = self.accelerator.prepare_model(ref, evaluation_mode=True)
         return ref.to(self.accelerator.device)     # FSDP's prepare_model leaves an eval-mode model where it is

@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 from ..models import load_reference_model, freeze
 from ..logprobs import forward_logprobs, sequence_logprobs, split_groups
 from ..losses.dpo import LOSS_TYPES, dpo_loss
-from .base import AlignmentConfig, AlignmentTrainer, deepspeed_reference
+from .base import AlignmentConfig, AlignmentTrainer, deepspeed_reference, disable_dropout
 
 # %% auto #0
-__all__ = ['DPOTrainer', 'PreferenceConfig', 'disable_dropout', 'PreferenceTrainer']
+__all__ = ['DPOTrainer', 'PreferenceConfig', 'per_token_name', 'PreferenceTrainer']
 
 # %% ../../nbs/34_trainer_dpo.ipynb #f297c3c3
 @dataclass
@@ -38,14 +38,12 @@ class PreferenceConfig(AlignmentConfig):
         if self.precompute_ref_batch_size is not None and self.precompute_ref_batch_size < 1:
             raise ValueError(f'precompute_ref_batch_size must be at least 1, got {self.precompute_ref_batch_size}')
 
-# %% ../../nbs/34_trainer_dpo.ipynb #5e45ecf9
-def disable_dropout(model:nn.Module # any torch model
-                   )->nn.Module:    # the same model, with every dropout probability 0
-    "Set every `nn.Dropout` and every `attention_dropout` attribute of `model` to 0."
-    for m in model.modules():
-        if isinstance(m, nn.Dropout): m.p = 0.
-        if isinstance(getattr(m, 'attention_dropout', None), float): m.attention_dropout = 0.
-    return model
+# %% ../../nbs/34_trainer_dpo.ipynb #9a1948c8
+def per_token_name(name:str)->str:
+    "The name IPO's per-token-averaged version of a TRL metric is logged under: 'rewards/chosen' -> 'rewards_per_token/chosen'."
+    group, _, what = name.partition('/')
+    return f'{group}_per_token/{what}'
+
 
 # %% ../../nbs/34_trainer_dpo.ipynb #5356726a
 class PreferenceTrainer(AlignmentTrainer):
@@ -71,9 +69,7 @@ class PreferenceTrainer(AlignmentTrainer):
                          processing_class=processing_class, **kwargs)
         if isinstance(ref_model, (str, Path)): ref_model = load_reference_model(ref_model, device='cpu')
         elif ref_model is not None: ref_model = freeze(ref_model)
-        if args.disable_dropout:
-            disable_dropout(self.model)
-            if ref_model is not None: disable_dropout(ref_model)
+        if args.disable_dropout and ref_model is not None: disable_dropout(ref_model)  # the policy's: in AlignmentTrainer
         if args.precompute_ref_log_probs:
             self.ref_model = None
             self.precompute_reference(ref_model)   # scores the data with ref_model (or the initial policy), then drops it
@@ -93,7 +89,7 @@ class PreferenceTrainer(AlignmentTrainer):
         return out
 
     def batch_loss(self, model:nn.Module, inputs:dict)->tuple[Tensor, dict[str, Tensor]]:
-        "DPO/IPO loss of one batch: one policy forward over chosen + rejected, the reference's from the batch or a forward."
+        "DPO/IPO loss of one batch (one policy forward over chosen + rejected); metrics under TRL's names, on summed log-probs."
         token_logps, mask = forward_logprobs(model, inputs)
         policy = sequence_logprobs(token_logps, mask)                              # [2B] summed
         if 'ref_chosen_logps' in inputs:
@@ -103,11 +99,13 @@ class PreferenceTrainer(AlignmentTrainer):
                 raise ValueError('no reference log-probs: precompute_ref_log_probs=True scored only the train and eval data given to '
                                  'the trainer, then freed the reference model; give other eval data at construction, or pass ref_model')
             with torch.no_grad(): ref = sequence_logprobs(*forward_logprobs(self.ref_model, inputs))
-        if self.args.loss_type == 'ipo':                                           # IPO: per-token averages
-            n = mask.sum(-1)
-            policy, ref = policy / n, ref / n
-        pol, ref = split_groups(policy, 2), split_groups(ref, 2)
-        return dpo_loss(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], self.args.beta, self.args.loss_type)
+        pol, ref_ = split_groups(policy, 2), split_groups(ref, 2)
+        loss, metrics = dpo_loss(pol[:, 0], pol[:, 1], ref_[:, 0], ref_[:, 1], self.args.beta, 'sigmoid')
+        if self.args.loss_type == 'ipo':                       # IPO's loss is on per-token averages; TRL's metrics are not
+            n = split_groups(mask.sum(-1).to(policy), 2)
+            loss, avg = dpo_loss(pol[:, 0]/n[:, 0], pol[:, 1]/n[:, 1], ref_[:, 0]/n[:, 0], ref_[:, 1]/n[:, 1], self.args.beta, 'ipo')
+            metrics.update({per_token_name(k): v for k, v in avg.items()})
+        return loss, metrics
 
     # -- the reference model -------------------------------------------------------------------------------------
     @torch.no_grad()

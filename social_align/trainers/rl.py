@@ -18,7 +18,7 @@ from ..generation import Generator, HFGenerator
 from ..models import (load_tokenizer, load_causal_lm, load_reference_model, load_reward_model, ensure_pad_token,
                                  score_texts, is_decoder_reward_model, positions_from_mask, freeze)
 from ..logprobs import pad_sequences
-from .base import AlignmentConfig
+from .base import AlignmentConfig, disable_dropout
 
 # %% auto #0
 __all__ = ['PROMPT_SCHEMA', 'masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss',
@@ -175,8 +175,13 @@ class RLConfig(AlignmentConfig):
     vllm_gpu_memory_utilization: float|None = field(default=None, metadata={'help': "vLLM's share of GPU memory (of RAM on CPU) for weights and KV cache (None: VLLMGenerator's default)"})
     vllm_max_model_len: int|None = field(default=None, metadata={'help': "vLLM's context length (None: the model's)"})
 
+    disable_dropout: bool = field(default=True, metadata={'help': 'keep True: the rollout and update forwards run without dropout (False is refused)'})
+
     def __post_init__(self):
         super().__post_init__()
+        if not self.disable_dropout:
+            raise ValueError('RLTrainer runs every forward without dropout (policy, value model, reference and reward model in eval '
+                             'mode), so that the first update\'s probability ratio is exactly 1; disable_dropout=False is not supported')
         if self.algorithm not in ('ppo', 'rloo'): raise ValueError(f"algorithm must be 'ppo' or 'rloo', got {self.algorithm!r}")
         if self.num_samples is None: self.num_samples = 4 if self.algorithm == 'rloo' else 1
         if self.algorithm == 'rloo' and self.num_samples < 2: raise ValueError(f'rloo needs num_samples >= 2, got {self.num_samples}')
@@ -335,6 +340,8 @@ class RLTrainer:
             value_model.requires_grad_(True).eval()
         else: value_model = None
         model.eval()            # no dropout: the rollout and update forwards must agree
+        for m in (model, value_model, self.ref_model, self.reward_model):
+            if m is not None: disable_dropout(m)   # and none if anything puts a model in train mode
         self.value_model = value_model
         wrapped = PolicyAndValue(model, value_model)
         self.optimizer = torch.optim.AdamW([p for p in wrapped.parameters() if p.requires_grad], lr=args.learning_rate,

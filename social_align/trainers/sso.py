@@ -34,6 +34,7 @@ class SSOConfig(AlignmentConfig):
     combination: str = field(default='weighted', metadata={'help': "'weighted': W·(L_base + γG) (paper v1); 'split': L_base + W·γG (final code release)", 'choices': ['weighted', 'split']})
     use_w: bool = field(default=True, metadata={'help': 'use the learnability weight W (False: W = 1)'})
     use_g: bool = field(default=True, metadata={'help': 'use the G term on the principle-prompted pairs'})
+    disable_dropout: bool = field(default=True, metadata={'help': 'set every dropout of the policy and the reference to 0 (as DPO does)'})
 
     def __post_init__(self):
         super().__post_init__()
