@@ -4,20 +4,20 @@
 
 # %% ../nbs/12_synthetic_feedback.ipynb #cdcd9c43
 from __future__ import annotations
-import json, math, random, re, warnings
+import hashlib, json, math, random, re, warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .core import Config, DataError, JsonlWriter, read_json, iter_jsonl
 
 # %% auto #0
 __all__ = ['PG_END_PUNCT', 'TURN_MARKERS', 'ROLE_NAMES', 'BAD_RULES', 'almost_asset', 'read_lines', 'repair_torn_tail',
-           'load_seed_file', 'rouge_tokens', 'lcs_length', 'rouge_l', 'PGConfig', 'pg_prompt', 'first_query_line',
-           'pg_length_problem', 'max_rouge_l', 'mine_prompts', 'Demonstrations', 'load_demonstrations',
-           'render_dialogue', 'rg_prompt', 'bad_reasons', 'is_bad', 'RGConfiguration', 'RGConfig',
-           'load_configurations', 'load_prompts', 'generate_responses', 'normalize_rubric', 'rank_pairs',
+           'load_seed_file', 'chunk_seed', 'todo_chunks', 'rouge_tokens', 'lcs_length', 'rouge_l', 'PGConfig',
+           'pg_prompt', 'first_query_line', 'pg_length_problem', 'max_rouge_l', 'mine_prompts', 'Demonstrations',
+           'load_demonstrations', 'render_dialogue', 'rg_prompt', 'bad_reasons', 'is_bad', 'RGConfiguration',
+           'RGConfig', 'load_configurations', 'load_prompts', 'generate_responses', 'normalize_rubric', 'rank_pairs',
            'length_stats', 'heuristic_drop', 'load_rg_outputs', 'dialogue_prompt', 'compare_prompt',
            'build_comparisons', 'RMSPConfig', 'dialogue_text', 'dialogue_context', 'pick_best', 'self_play']
 
@@ -35,11 +35,13 @@ def read_lines(path:str|Path,        # a text file, one item a line
                what:str='line',      # what an item is, for error messages
                allow_empty:bool=False # an empty (or missing-content) file is fine
               )->list[str]:
-    "Non-blank lines of a UTF-8 file, stripped; `DataError` naming the file if it has none or is not text."
+    "Non-blank lines of a UTF-8 file, stripped; `DataError` naming the file (and line) if it has none or is not text."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'{path}: no such file')
-    try: text = path.read_text(encoding='utf-8')
-    except UnicodeDecodeError as e: raise DataError(f'not UTF-8 text ({e.reason})', path) from None
+    data = path.read_bytes()
+    try: text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise DataError(f'not UTF-8 text ({e.reason}: byte 0x{data[e.start]:02x})', path, data[:e.start].count(b'\n') + 1) from None
     lines = [l.strip() for l in text.splitlines() if l.strip()]
     if not lines and not allow_empty: raise DataError(f'no {what} in the file (it is empty)', path)
     return lines
@@ -58,6 +60,24 @@ def load_seed_file(path:str|Path # first line: the instruction; then one seed qu
     lines = read_lines(path, 'instruction')
     if len(lines) < 2: raise DataError('a seed file needs an instruction line and at least one seed query', path, 1)
     return lines[0], lines[1:]
+
+# %% ../nbs/12_synthetic_feedback.ipynb #7db4485b
+def chunk_seed(seed:int,   # the run's seed
+               stage:str,  # which stage draws ('pg', 'rg', 'rmsp', 'principle_pairs')
+               first:int,  # absolute index of the chunk's first record
+               *parts      # what tells apart the draws of one chunk (an attempt, a turn, a role)
+              )->int:
+    "Seed of one chunk's draws, in [0, 2**30): a hash of the run's seed, the stage and the chunk's first record."
+    key = json.dumps([seed, stage, first, *parts]).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], 'big') >> 2
+
+def todo_chunks(n:int,                      # records the whole stage produces
+                size:int,                   # records per chunk
+                missing:Callable[[int], bool] # index -> True if the output lacks that record
+               )->list[int]:
+    "First index of every chunk `[k*size, (k+1)*size)` of `range(n)` that lacks a record (to regenerate whole)."
+    if size < 1: raise ValueError(f'chunk size must be >= 1, got {size}')
+    return [lo for lo in range(0, n, size) if any(missing(i) for i in range(lo, min(lo + size, n)))]
 
 # %% ../nbs/12_synthetic_feedback.ipynb #830c803f
 def rouge_tokens(text:str)->list[str]:
@@ -98,11 +118,12 @@ class PGConfig(Config):
     min_chars: int = 30           # shorter candidates need final punctuation
     max_chars: int = 250          # longer candidates are dropped
     rouge_threshold: float = 0.5  # drop candidates with ROUGE-L F >= this against any pool prompt
-    max_calls: int = 200          # give up after this many generate calls (a model that produces only junk)
+    max_calls: int = 200          # give up after this many generate calls in one run (a model that produces only junk)
+    chunk_size: int = 64          # mined prompts per resumable chunk (a rerun regenerates the chunk it stopped in)
     seed: int = 0
 
     def check(self)->'PGConfig':
-        for f in ('num_generation', 'n_shot', 'batch_size', 'max_new_tokens', 'max_calls'):
+        for f in ('num_generation', 'n_shot', 'batch_size', 'max_new_tokens', 'max_calls', 'chunk_size'):
             if getattr(self, f) < 1: raise ValueError(f'{f} must be >= 1, got {getattr(self, f)}')
         if not 0 < self.rouge_threshold <= 1: raise ValueError(f'rouge_threshold must be in (0, 1], got {self.rouge_threshold}')
         return self
@@ -145,30 +166,41 @@ def mine_prompts(seed_path:str|Path,          # seed file (see `load_seed_file`)
     instruction, seeds = load_seed_file(seed_path)
     output_path = Path(output_path); output_path.parent.mkdir(parents=True, exist_ok=True)
     repair_torn_tail(output_path)
-    mined = read_lines(output_path, allow_empty=True) if output_path.exists() else []
+    done = read_lines(output_path, allow_empty=True) if output_path.exists() else []
+    start = len(done)
+    lo = start - start % cfg.chunk_size                  # the chunk the last run stopped in is replayed from its start
+    mined = done[:lo]
     pool_tokens = [rouge_tokens(s) for s in seeds + mined]
-    stats, calls, start = Counter(), 0, len(mined)
+    stats, calls, attempt, diverged = Counter(), 0, 0, False
     with open(output_path, 'a', encoding='utf-8') as f:
-        while len(mined) < cfg.num_generation and calls < cfg.max_calls:
-            draw = cfg.seed * 1_000_003 + len(mined) * 7919 + calls
+        while start < cfg.num_generation and len(mined) < cfg.num_generation and calls < cfg.max_calls:
+            draw = chunk_seed(cfg.seed, 'pg', lo, attempt)
             rng, shots_pool = random.Random(draw), seeds + mined
             prompts = [pg_prompt(instruction, rng.sample(shots_pool, min(cfg.n_shot, len(shots_pool)))) for _ in range(cfg.batch_size)]
             outs = generator.generate_text(prompts, temperature=cfg.temperature, top_p=cfg.top_p,
                                            max_new_tokens=cfg.max_new_tokens, seed=draw)
-            calls += 1
+            calls += 1; attempt += 1
             for texts in outs:
                 cand = first_query_line(texts[0]); stats['generated'] += 1
                 problem = pg_length_problem(cand, cfg.min_chars, cfg.max_chars)
                 if problem is None and max_rouge_l(cand, pool_tokens) >= cfg.rouge_threshold: problem = 'similar'
                 if problem: stats[f'dropped_{problem}'] += 1; continue
+                if len(mined) < start:                   # replayed: the file has it already
+                    diverged |= cand != done[len(mined)]
+                    cand = done[len(mined)]; stats['replayed'] += 1
+                else: f.write(cand + '\n'); f.flush()
                 mined.append(cand); pool_tokens.append(rouge_tokens(cand))
-                f.write(cand + '\n'); f.flush()
-                if len(mined) >= cfg.num_generation: break
-            if progress: print(f'PG call {calls}: {len(mined)}/{cfg.num_generation} prompts', flush=True)
-    out = {'total': len(mined), 'kept': len(mined) - start, 'calls': calls, 'complete': len(mined) >= cfg.num_generation,
+                if len(mined) >= cfg.num_generation or len(mined) == lo + cfg.chunk_size: break
+            if len(mined) == lo + cfg.chunk_size: lo, attempt = len(mined), 0      # the next chunk
+            if progress: print(f'PG call {calls}: {max(len(mined), start)}/{cfg.num_generation} prompts', flush=True)
+    if diverged:
+        warnings.warn(f'{output_path}: the resumed run did not reproduce the prompts already in the file (another model, '
+                      'other settings or a non-deterministic backend); they are kept, but the output differs from an uninterrupted run')
+    total = max(len(mined), start)
+    out = {'total': total, 'kept': total - start, 'replayed': stats['replayed'], 'calls': calls, 'complete': total >= cfg.num_generation,
            'generated': stats['generated'], **{f'dropped_{k}': stats[f'dropped_{k}'] for k in ('empty', 'short', 'long', 'similar')}}
     if not out['complete']:
-        warnings.warn(f'{output_path}: stopped after max_calls={cfg.max_calls} generate calls with {len(mined)} of '
+        warnings.warn(f'{output_path}: stopped after max_calls={cfg.max_calls} generate calls with {total} of '
                       f'{cfg.num_generation} prompts (the model rarely writes a usable new query)')
     return out
 
@@ -269,7 +301,6 @@ def load_prompts(path:str|Path)->list[str]:
 def _existing_responses(path:Path, prompts:list[str])->int:
     "How many records `path` already holds, checking they answer `prompts` in order."
     if not path.exists(): return 0
-    repair_torn_tail(path)
     n = 0
     for lineno, r in iter_jsonl(path, with_lines=True):
         if n >= len(prompts): raise DataError(f'more responses than the {len(prompts)} prompts', path, lineno)
@@ -284,17 +315,20 @@ def generate_responses(prompts:Sequence[str],        # queries (e.g. `load_promp
                        out_dir:str|Path,             # writes `<out_dir>/<name>.jsonl`
                        cfg:RGConfig|None=None,
                        progress:bool=False)->dict:
-    "Answer every prompt with one configuration (resumable); returns counts, BAD ones by rule."
+    "Answer every prompt with one configuration (resumable, see the chunk grid); returns counts, BAD ones by rule."
     cfg, configuration = cfg or RGConfig(), configuration.check()
+    if cfg.chunk_size < 1: raise ValueError(f'chunk_size must be >= 1, got {cfg.chunk_size}')
     demos, prompts = load_demonstrations(configuration.demonstrations), list(prompts)
     path = Path(out_dir)/f'{configuration.name}.jsonl'
-    start = _existing_responses(path, prompts)
-    with JsonlWriter(path) as w:
-        for lo in range(start, len(prompts), cfg.chunk_size):
+    with JsonlWriter(path) as w:                          # opening repairs a torn last line
+        start = _existing_responses(path, prompts)
+        for lo in todo_chunks(len(prompts), cfg.chunk_size, lambda i: i >= start):
             qs = prompts[lo:lo + cfg.chunk_size]
             outs = generator.generate_text([rg_prompt(demos, configuration.n_shot, q) for q in qs], temperature=cfg.temperature,
-                                           top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop=list(TURN_MARKERS), seed=cfg.seed + lo)
+                                           top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop=list(TURN_MARKERS),
+                                           seed=chunk_seed(cfg.seed, 'rg', lo))
             for i, (q, texts) in enumerate(zip(qs, outs)):
+                if lo + i < start: continue              # written by the run that was interrupted in this chunk
                 resp = texts[0].strip()
                 w.write({'index': lo + i, 'prompt': q, 'response': resp, 'bad': bad_reasons(resp)})
             if progress: print(f'RG {configuration.name}: {min(lo + cfg.chunk_size, len(prompts))}/{len(prompts)}', flush=True)
@@ -439,48 +473,64 @@ def pick_best(candidates:Sequence[str], rewards:Sequence[float], drop_bad:bool=T
     return max(ok, key=lambda i: rewards[i], default=None)
 
 # %% ../nbs/12_synthetic_feedback.ipynb #b94ec9ad
+def _last_dialogue(path:Path, prompts:list[str])->int:
+    "Index of the last dialogue in `path` (-1 if none), checking every record opens with its query."
+    last = -1
+    if not path.exists(): return last
+    for lineno, r in iter_jsonl(path, with_lines=True):
+        i = r.get('index')
+        if not isinstance(i, int) or not last < i < len(prompts):
+            raise DataError(f'index {i!r} is not after {last} and below the {len(prompts)} queries: the output is misaligned', path, lineno, 'index')
+        msgs = r.get('messages')
+        if not (isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) and msgs[0].get('content') == prompts[i]):
+            raise DataError(f'dialogue does not open with query {i} ({prompts[i][:60]!r}): the output is misaligned', path, lineno, 'messages')
+        last = i
+    return last
+
 def self_play(prompts:Sequence[str],        # opening user queries
               generator,                    # the prompted model, a `Generator`
               reward_model, rm_tokenizer,   # scores `dialogue_text` (see `social_align.models.score_texts`)
               output_path:str|Path,         # sft JSONL `{index, messages, rewards}` (appended; a rerun continues)
               cfg:RMSPConfig|None=None,
               progress:bool=False)->dict:
-    "Simulate RM-guided dialogues for `prompts`; returns counts."
+    "Simulate RM-guided dialogues for `prompts` (resumable, see the chunk grid); returns counts."
     from social_align.models import score_texts
     cfg = (cfg or RMSPConfig()).check()
     demos, prompts, output_path = load_demonstrations(cfg.demonstrations), list(prompts), Path(output_path)
-    if output_path.exists(): repair_torn_tail(output_path)
-    start = max((r['index'] for r in iter_jsonl(output_path)), default=-1) + 1 if output_path.exists() else 0
     counts = Counter()
-    with JsonlWriter(output_path) as w:
-        for lo in range(start, len(prompts), cfg.chunk_size):
+    with JsonlWriter(output_path) as w:                  # opening repairs a torn last line
+        start = _last_dialogue(output_path, prompts) + 1
+        for lo in todo_chunks(len(prompts), cfg.chunk_size, lambda i: i >= start):
             dias = [{'index': i, 'messages': [{'role': 'user', 'content': prompts[i]}], 'rewards': [], 'turns': [], 'open': True}
                     for i in range(lo, min(lo + cfg.chunk_size, len(prompts)))]
             for t in range(cfg.n_turns):
                 live = [d for d in dias if d['open']]
                 if not live: break
                 outs = generator.generate_text([dialogue_context(demos, cfg.n_shot, d['messages'], 'assistant') for d in live],
-                                               n=cfg.n_candidates, temperature=cfg.temperature, top_p=cfg.top_p,
-                                               max_new_tokens=cfg.max_new_tokens, stop=list(TURN_MARKERS), seed=cfg.seed + lo*1000 + t)
+                                               n=cfg.n_candidates, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                                               stop=list(TURN_MARKERS), seed=chunk_seed(cfg.seed, 'rmsp', lo, 'assistant', t))
                 cands = [[c.strip() for c in cs] for cs in outs]
                 texts = [dialogue_text(d['messages'] + [{'role': 'assistant', 'content': c or '-'}]) for d, cs in zip(live, cands) for c in cs]
                 rw = score_texts(reward_model, rm_tokenizer, texts, batch_size=cfg.rm_batch_size, max_length=cfg.rm_max_length).tolist()
                 for k, (d, cs) in enumerate(zip(live, cands)):
                     r = rw[k*cfg.n_candidates:(k+1)*cfg.n_candidates]
-                    counts['candidates'] += len(cs); counts['bad_candidates'] += sum(bool(c) and is_bad(c) for c in cs)
+                    if d['index'] >= start:
+                        counts['candidates'] += len(cs); counts['bad_candidates'] += sum(bool(c) and is_bad(c) for c in cs)
                     j = pick_best(cs, r, cfg.drop_bad)
                     if cfg.save_candidates: d['turns'].append({'candidates': cs, 'rewards': r, 'picked': j})
-                    if j is None: d['open'] = False; counts['ended_no_candidate'] += 1; continue
+                    if j is None:
+                        d['open'] = False; counts['ended_no_candidate'] += d['index'] >= start; continue
                     d['messages'].append({'role': 'assistant', 'content': cs[j]}); d['rewards'].append(r[j])
                 live = [d for d in dias if d['open']]
                 if t + 1 == cfg.n_turns or not live: break
                 users = generator.generate_text([dialogue_context(demos, cfg.n_shot, d['messages'], 'user') for d in live],
                                                 temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                                stop=list(TURN_MARKERS), seed=cfg.seed + lo*1000 + 500 + t)
+                                                stop=list(TURN_MARKERS), seed=chunk_seed(cfg.seed, 'rmsp', lo, 'user', t))
                 for d, u in zip(live, users):
                     if u[0].strip(): d['messages'].append({'role': 'user', 'content': u[0].strip()})
-                    else: d['open'] = False; counts['ended_empty_user_turn'] += 1
+                    else: d['open'] = False; counts['ended_empty_user_turn'] += d['index'] >= start
             for d in dias:
+                if d['index'] < start: continue                 # written by the run that was interrupted in this chunk
                 if d['messages'][-1]['role'] == 'user' and len(d['messages']) > 1: d['messages'].pop()   # an unanswered user turn
                 if not d['rewards']: counts['skipped'] += 1; continue
                 rec = {'index': d['index'], 'messages': d['messages'], 'rewards': d['rewards']}
