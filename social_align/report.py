@@ -12,7 +12,8 @@ from .devtools import find_chromium, chromium_dom
 
 # %% auto #0
 __all__ = ['LOSS_KEYS', 'reward_keys', 'plot_iterations', 'log_history', 'plot_losses', 'rating_counts', 'plot_ratings',
-           'plot_win_rates', 'collect_run', 'flatten_metrics', 'write_report', 'check_report_in_browser']
+           'plot_win_rates', 'collect_run', 'flatten_metrics', 'md_cell', 'md_line', 'write_report',
+           'check_report_in_browser']
 
 # %% ../nbs/41_eval_report.ipynb #9d1d5ffe
 def _num(x)->float: return float(x) if isinstance(x, (int, float)) and x is not None else float('nan')
@@ -156,10 +157,20 @@ def _tables(res:dict)->list[tuple[str, list[str], list[list[str]]]]:
         tabs.append(('Iterations', cols, [[_fmt(r.get(c)) for c in cols] for r in res['iterations']]))
     return tabs
 
+def md_cell(text)->str:
+    "`text` safe in a Markdown table cell: HTML escaped (no raw tags), `|` escaped, line breaks as `<br>`."
+    s = html.escape(str(text), quote=False).replace('|', '\\|')
+    return '<br>'.join(s.splitlines()) if s else s
+
+def md_line(text)->str:
+    "`text` safe on one Markdown line (a heading, an image's alt text): HTML, quotes and brackets escaped, line breaks as spaces."
+    return ' '.join(html.escape(str(text)).replace('[', '\\[').replace(']', '\\]').split())
+
+def _html_cell(text)->str: return '<br>'.join(html.escape(str(text)).splitlines())
+
 def _md_table(head, rows)->str:
-    esc = lambda s: str(s).replace('|', '\\|')
-    return '\n'.join(['| ' + ' | '.join(map(esc, head)) + ' |', '|' + '---|' * len(head)] +
-                     ['| ' + ' | '.join(map(esc, r)) + ' |' for r in rows])
+    return '\n'.join(['| ' + ' | '.join(map(md_cell, head)) + ' |', '|' + '---|' * len(head)] +
+                     ['| ' + ' | '.join(map(md_cell, r)) + ' |' for r in rows])
 
 _CSS = ('body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:1em 0}'
         'td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}img{max-width:100%}')
@@ -181,16 +192,16 @@ def write_report(run:str|Path|dict,          # a run folder (see `collect_run`) 
         extra.append((name, out/p.name))
     figs, tabs = extra + _figures(res, out), _tables(res)
     if not figs and not tabs: raise ValueError('nothing to report: no metrics, iterations, trainer logs or interactions found')
-    md = [f'# {title}', '']
+    md = [f'# {md_line(title)}', '']
     body = [f'<h1>{html.escape(title)}</h1>']
     for name, head, rows in tabs:
-        md += [f'## {name}', '', _md_table(head, rows), '']
+        md += [f'## {md_line(name)}', '', _md_table(head, rows), '']
         body.append(f'<h2>{html.escape(name)}</h2><table><tr>' + ''.join(f'<th>{html.escape(h)}</th>' for h in head) + '</tr>' +
-                    ''.join('<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in r) + '</tr>' for r in rows) + '</table>')
+                    ''.join('<tr>' + ''.join(f'<td>{_html_cell(c)}</td>' for c in r) + '</tr>' for r in rows) + '</table>')
     for name, p in figs:
-        md += [f'## Figure: {name}', '', f'![{name}]({p.name})', '']
+        md += [f'## Figure: {md_line(name)}', '', f'![{md_line(name)}](<{p.name}>)', '']
         b64 = base64.b64encode(p.read_bytes()).decode()
-        body.append(f'<h2>Figure: {html.escape(name)}</h2><img alt="{name}" src="data:image/png;base64,{b64}">')
+        body.append(f'<h2>Figure: {html.escape(name)}</h2><img alt="{html.escape(name, quote=True)}" src="data:image/png;base64,{b64}">')
     (out/'report.md').write_text('\n'.join(md))
     page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style></head>'
             f'<body>{"".join(body)}</body></html>')
