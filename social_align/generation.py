@@ -4,9 +4,10 @@
 
 # %% ../nbs/02_generation.ipynb #e7b19bfa
 from __future__ import annotations
-import contextlib, gc, importlib.util, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import contextlib, gc, importlib.util, json, logging, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,8 +18,9 @@ from .models import (format_prompt, check_messages, ensure_pad_token, load_token
                                  resolve_model_source, resolve_dtype)
 
 # %% auto #0
-__all__ = ['VLLM_INSTALL_HINT', 'SamplingConfig', 'Completion', 'GenerationError', 'cut_at_stop', 'check_prompts', 'Generator',
-           'StopOnStrings', 'HFGenerator', 'vllm_available', 'VLLMGenerator', 'OpenAIGenerator', 'vllm_server']
+__all__ = ['VLLM_INSTALL_HINT', 'SamplingConfig', 'Completion', 'GenerationError', 'PartialGenerationError', 'cut_at_stop',
+           'check_prompts', 'Generator', 'StopOnStrings', 'HFGenerator', 'vllm_available', 'VLLMGenerator',
+           'OpenAIGenerator', 'vllm_server']
 
 # %% ../nbs/02_generation.ipynb #a1a9ebe0
 @dataclass
@@ -60,6 +62,16 @@ class Completion:
 
 class GenerationError(RuntimeError):
     "A generation request failed: a server down, a refusal, a bad response. The message names the cause."
+
+# %% ../nbs/02_generation.ipynb #8d26a12f
+class PartialGenerationError(GenerationError):
+    "Some prompts failed, the others did not: `.completions` holds every prompt's completions (None where it failed), `.failed` the failed prompts' indices, `.errors` why each failed."
+    def __init__(self, message:str, completions:list, errors:dict[int, str]):
+        super().__init__(message)
+        self.completions, self.errors = completions, dict(sorted(errors.items()))
+
+    @property
+    def failed(self)->list[int]: return list(self.errors)
 
 # %% ../nbs/02_generation.ipynb #af13f2cb
 def cut_at_stop(text:str, stops:Sequence[str])->tuple[str, str|None]:
@@ -292,13 +304,58 @@ class VLLMGenerator(Generator):
             with contextlib.suppress(Exception): llm.llm_engine.engine_core.shutdown()
             del llm; gc.collect()
 
-# %% ../nbs/02_generation.ipynb #8cd03829
-def _short(text:str, n:int=200)->str:
-    text = text.strip().replace('\n', ' ')
+# %% ../nbs/02_generation.ipynb #56341422
+_log = logging.getLogger(__name__)
+
+class _Malformed(GenerationError):
+    "A response body that is not what the API promises (not JSON, no choices, no text): retried."
+
+class _Abort(GenerationError):
+    "A failure that is not about one prompt (server unreachable, bad key/URL/model, a timeout): stop sending others."
+
+_TIMED_OUT = 'x-social-align-timed-out'   # marks the local 504 that stands for a request that ran out of time
+
+def _redact(text:str, secrets:Sequence[str]=())->str:
+    "`text` with every secret, and any bearer token, replaced by `***`."
+    for s in secrets:
+        if s: text = text.replace(s, '***')
+    return re.sub(r'(?i)(bearer\s+)[^\s"\',;}\]]+', r'\1***', text)
+
+def _short(text:str, n:int=200, secrets:Sequence[str]=())->str:
+    "`text` redacted, on one line, cut to `n` characters."
+    text = _redact(text, secrets).strip().replace('\n', ' ')
     return text if len(text) <= n else text[:n] + '...'
 
+# %% ../nbs/02_generation.ipynb #99599167
+import httpx
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    "An HTTP transport that bounds a whole request (not just each read) by `timeout` seconds."
+    def __init__(self, timeout:float, **kwargs):
+        super().__init__(**kwargs)
+        self.timeout = timeout
+
+    def handle_request(self, request:httpx.Request)->httpx.Response:
+        t0 = time.monotonic()
+        try:
+            resp = super().handle_request(request)
+            try:
+                chunks = []
+                for chunk in resp.stream:
+                    chunks.append(chunk)
+                    if time.monotonic() - t0 > self.timeout: raise httpx.ReadTimeout('request deadline passed', request=request)
+            finally: resp.stream.close()   # before the end: closes the connection, so the server can drop the request
+        except (httpx.ReadTimeout, httpx.WriteTimeout):
+            # a request that may still run at the server: answer it here, and say not to retry it (retrying would pile
+            # a second copy onto a server that is already too slow)
+            return httpx.Response(504, headers={'x-should-retry': 'false', _TIMED_OUT: f'{time.monotonic() - t0:.2f}'},
+                                  content=b'the request timed out', request=request)
+        return httpx.Response(resp.status_code, headers=resp.headers, stream=httpx.ByteStream(b''.join(chunks)),
+                              extensions=resp.extensions, request=request)
+
+# %% ../nbs/02_generation.ipynb #45f4892f
 class OpenAIGenerator(Generator):
-    "Generation through an OpenAI-compatible HTTP API (completions and chat/completions)."
+    "Generation through an OpenAI-compatible HTTP API (completions and chat/completions), on the official `openai` client."
     def __init__(self,
                  base_url:str,                  # e.g. 'http://127.0.0.1:8000/v1' ('/v1' is added if there is no path)
                  model:str|None=None,            # model name; None: the first one the server lists
@@ -306,53 +363,90 @@ class OpenAIGenerator(Generator):
                  endpoint:str='auto',            # 'auto' (strings -> completions, chats -> chat), 'completions', 'chat'
                  tokenizer=None,                 # to format chats locally for endpoint='completions'
                  max_concurrency:int=8,          # requests in flight at once
-                 timeout:float=120.0,            # seconds for one request
+                 timeout:float=120.0,            # seconds for one request, all of it; a request that runs out is cancelled
                  connect_timeout:float=5.0,      # seconds to connect
-                 max_retries:int=3,              # retries of a failed request (connection errors, 429, 5xx)
-                 backoff:float=0.5,              # first retry wait in seconds; doubles each time
+                 max_retries:int=3,              # retries of a request (connection errors, 408/409/429/5xx, malformed bodies)
+                 backoff:float=0.5,              # first wait before retrying a malformed body; doubles, with jitter
                  extra_body:dict|None=None):     # more fields for every request (e.g. vLLM's `top_k`)
-        import httpx
+        import openai
         if endpoint not in ('auto', 'completions', 'chat'): raise ValueError(f"endpoint must be 'auto', 'completions' or 'chat', not {endpoint!r}")
         url = httpx.URL(base_url)
         if url.path in ('', '/'): url = url.copy_with(path='/v1')
         self.base_url = str(url).rstrip('/')
         self.endpoint, self.tokenizer, self.max_concurrency = endpoint, tokenizer, max_concurrency
-        self.max_retries, self.backoff, self.extra_body = max_retries, backoff, dict(extra_body or {})
+        self.max_retries, self.backoff, self.extra_body, self.timeout = max_retries, backoff, dict(extra_body or {}), timeout
         key = api_key or os.environ.get('OPENAI_API_KEY')
-        headers = {'Authorization': f'Bearer {key}'} if key else {}
-        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=connect_timeout),
-                                   limits=httpx.Limits(max_connections=max_concurrency))
+        self._secrets = [key] if key else []
+        tmo = httpx.Timeout(timeout, connect=connect_timeout)
+        self._http = httpx.Client(timeout=tmo, transport=_DeadlineTransport(
+            timeout, limits=httpx.Limits(max_connections=max_concurrency)))
+        # the openai client retries connection errors, 408/409/429/5xx with jittered backoff, honouring Retry-After
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=key or 'EMPTY', timeout=tmo,
+                                    max_retries=max_retries, http_client=self._http)
         self.model = model or self._first_model()
 
-    def _request(self, method:str, path:str, body:dict|None=None, where:str='request')->dict:
-        "One API call with retries; returns the parsed JSON object or raises `GenerationError`."
-        import httpx
-        url, cause = f'{self.base_url}{path}', ''
-        for attempt in range(self.max_retries + 1):
-            if attempt: time.sleep(self.backoff * 2**(attempt-1))
-            try: r = self.client.request(method, url, json=body)
-            except httpx.TimeoutException as e: cause = f'timed out ({type(e).__name__})'; continue
-            except httpx.TransportError as e: cause = f'cannot reach the server ({type(e).__name__}: {e})'; continue
-            if r.status_code in (408, 409, 429) or r.status_code >= 500:
-                cause = f'HTTP {r.status_code}: {_short(r.text)}'; continue
-            if r.status_code >= 400:
-                raise GenerationError(f'{where}: {url} refused the request (HTTP {r.status_code}): {_short(r.text, 500)}')
-            try: data = r.json()
-            except ValueError: raise GenerationError(f'{where}: {url} answered with something that is not JSON: {_short(r.text)!r}') from None
-            if not isinstance(data, dict): raise GenerationError(f'{where}: {url} answered with JSON that is not an object: {_short(r.text)!r}')
-            return data
-        raise GenerationError(f'{where}: {url} failed after {self.max_retries + 1} attempt(s); last error: {cause}')
+    def _q(self, text:str, n:int=200)->str: return _short(text, n, self._secrets)
+
+    def _send(self, path:str, body:dict|None, retries:int):
+        c = self.client.with_options(max_retries=retries)
+        if path == '/models': return c.models.with_raw_response.list()
+        api = c.chat.completions if path == '/chat/completions' else c.completions
+        return api.with_raw_response.create(**body, extra_body=self.extra_body or None)
+
+    def _failure(self, e:Exception, url:str, where:str)->GenerationError:
+        "Our error for an `openai` exception: redacted, and not chained to it (its message quotes the raw body)."
+        import openai
+        req = getattr(e, 'request', None) or getattr(getattr(e, 'response', None), 'request', None)
+        tries = int(req.headers.get('x-stainless-retry-count', 0)) + 1 if req is not None else 1
+        if isinstance(e, openai.APIStatusError):
+            code, r = e.status_code, e.response
+            if r.headers.get(_TIMED_OUT):
+                return _Abort(f'{where}: {url} timed out after {r.headers[_TIMED_OUT]} s and was cancelled (timeout={self.timeout} s: '
+                              'raise it, or lower max_concurrency, if the server is just slow)')
+            text = self._q(r.text, 500)
+            if code in (408, 409, 429) or code >= 500:
+                return GenerationError(f'{where}: {url} failed after {tries} attempt(s); last error: HTTP {code}: {text}')
+            return (_Abort if code in (401, 403, 404) else GenerationError)(f'{where}: {url} refused the request (HTTP {code}): {text}')
+        cause = e.__cause__ or e
+        if isinstance(e, openai.APITimeoutError): return _Abort(f'{where}: {url} failed after {tries} attempt(s); last error: timed out ({type(cause).__name__})')
+        if isinstance(e, openai.APIConnectionError):
+            return _Abort(f'{where}: {url} failed after {tries} attempt(s); last error: cannot reach the server '
+                          f'({type(cause).__name__}: {self._q(str(cause))})')
+        return GenerationError(f'{where}: {url}: {type(e).__name__}: {self._q(str(e))}')
+
+    def _request(self, path:str, body:dict|None=None, where:str='request', parse=lambda data: data):
+        "One API call: the openai client's retries, plus retries of malformed bodies, all within `max_retries`."
+        import openai
+        url, left = f'{self.base_url}{path}', self.max_retries
+        for k in count():
+            err = None
+            try: raw = self._send(path, body, left)
+            except openai.OpenAIError as e: err = self._failure(e, url, where)
+            if err is not None: raise err   # raised out here, so that it carries no trace of the openai error
+            left -= getattr(raw, 'retries_taken', 0)
+            try:
+                try: data = json.loads(raw.text)
+                except ValueError: raise _Malformed(f'{where}: {url} answered with something that is not JSON: {self._q(raw.text)!r}') from None
+                if not isinstance(data, dict): raise _Malformed(f'{where}: {url} answered with JSON that is not an object: {self._q(raw.text)!r}')
+                return parse(data)
+            except _Malformed as e:
+                if left <= 0:
+                    raise GenerationError(f'{e} (failed after {self.max_retries - left + 1} attempt(s))' if self.max_retries else str(e)) from None
+                wait = self.backoff * 2**k * (1 - 0.25*random.random())
+                _log.info('%s; retrying in %.2f s', e, wait)
+                left -= 1; time.sleep(wait)
 
     def _first_model(self)->str:
-        data = self._request('GET', '/models', where='listing models')
-        models = [m.get('id') for m in data.get('data') or [] if isinstance(m, dict)]
-        if not models or not models[0]: raise GenerationError(f'{self.base_url}/models lists no model: {_short(json.dumps(data))!r}')
-        return models[0]
+        def parse(data):
+            models = [m.get('id') for m in data.get('data') or [] if isinstance(m, dict)]
+            if not models or not models[0]: raise _Malformed(f'{self.base_url}/models lists no model: {self._q(json.dumps(data))!r}')
+            return models[0]
+        return self._request('/models', where='listing models', parse=parse)
 
     def _body(self, i:int, prompt, cfg:SamplingConfig)->tuple[str, dict]:
         chat = self.endpoint == 'chat' or (self.endpoint == 'auto' and not isinstance(prompt, str))
         body = dict(model=self.model, n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
-                    max_tokens=cfg.max_new_tokens, seed=cfg.seed + i, **self.extra_body)
+                    max_tokens=cfg.max_new_tokens, seed=cfg.seed + i)
         if cfg.stop: body['stop'] = cfg.stop
         if chat:
             body['messages'] = [{'role': 'user', 'content': prompt}] if isinstance(prompt, str) else prompt
@@ -363,22 +457,23 @@ class OpenAIGenerator(Generator):
         return '/completions', body
 
     def _parse(self, i:int, data:dict, chat:bool, cfg:SamplingConfig)->list[Completion]:
-        where = f'prompt {i}'
+        "The completions in a response; `_Malformed` (retried) where the body is not a proper response."
+        where, q = f'prompt {i}', self._q
         choices = data.get('choices')
-        if 'error' in data and not choices: raise GenerationError(f'{where}: the server returned an error: {_short(json.dumps(data["error"]), 500)}')
+        if 'error' in data and not choices: raise GenerationError(f'{where}: the server returned an error: {q(json.dumps(data["error"]), 500)}')
         if not isinstance(choices, list) or len(choices) != cfg.n:
-            raise GenerationError(f'{where}: expected {cfg.n} choice(s) in the response, got {_short(json.dumps(data))!r}')
+            raise _Malformed(f'{where}: expected {cfg.n} choice(s) in the response, got {q(json.dumps(data))!r}')
         out = []
         for s, ch in enumerate(sorted(choices, key=lambda c: c.get('index', 0) if isinstance(c, dict) else 0)):
-            if not isinstance(ch, dict): raise GenerationError(f'{where}: a choice is not an object: {ch!r}')
+            if not isinstance(ch, dict): raise _Malformed(f'{where}: a choice is not an object: {q(repr(ch))}')
             fr = ch.get('finish_reason')
             if chat:
                 msg = ch.get('message') or {}
-                if msg.get('refusal'): raise GenerationError(f'{where}: the model refused: {_short(str(msg["refusal"]))}')
+                if msg.get('refusal'): raise GenerationError(f'{where}: the model refused: {q(str(msg["refusal"]))}')
                 text = msg.get('content')
             else: text = ch.get('text')
             if fr == 'content_filter': raise GenerationError(f'{where}: the server withheld the completion (finish_reason=content_filter)')
-            if not isinstance(text, str): raise GenerationError(f'{where}: choice {s} has no text: {_short(json.dumps(ch))!r}')
+            if not isinstance(text, str): raise _Malformed(f'{where}: choice {s} has no text: {q(json.dumps(ch))!r}')
             lps = None
             if cfg.logprobs:
                 lp = ch.get('logprobs') or {}
@@ -393,19 +488,35 @@ class OpenAIGenerator(Generator):
 
     def _one(self, i:int, prompt, cfg:SamplingConfig)->list[Completion]:
         path, body = self._body(i, prompt, cfg)
-        return self._parse(i, self._request('POST', path, body, where=f'prompt {i}'), path.startswith('/chat'), cfg)
+        return self._request(path, body, where=f'prompt {i}', parse=lambda d: self._parse(i, d, path.startswith('/chat'), cfg))
 
     def _generate(self, prompts, cfg, progress):
         from tqdm.auto import tqdm
         show = progress if progress is not None else len(prompts) > 64
+        out, errors, stop, why = [None]*len(prompts), {}, threading.Event(), []
+        def run(i, p):
+            if stop.is_set(): errors[i] = f'prompt {i}: not sent, as {why[0]}'; return
+            try: out[i] = self._one(i, p, cfg)
+            except _Abort as e: errors[i] = str(e); why.append(f'prompt {i} failed'); stop.set()
+            except GenerationError as e: errors[i] = str(e)
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as ex:
-            futs = [ex.submit(self._one, i, p, cfg) for i, p in enumerate(prompts)]
-            try: return [f.result() for f in tqdm(futs, disable=not show, desc='generating')]
+            futs = [ex.submit(run, i, p) for i, p in enumerate(prompts)]
+            try:
+                for f in tqdm(futs, disable=not show, desc='generating'): f.result()
             except BaseException:
+                stop.set(); why.append('the call was interrupted')
                 for f in futs: f.cancel()
                 raise
+        if not errors: return out
+        sent = [m for m in errors.values() if ': not sent, as ' not in m]
+        msg = (f'{len(errors)} of {len(prompts)} prompt(s) failed ({len(prompts) - len(errors)} succeeded: `.completions` '
+               f'holds them, `.failed` lists the failed prompts): ' + '; '.join(sent[:3]))
+        if len(sent) > 3: msg += f'; and {len(sent) - 3} more'
+        if len(sent) < len(errors): msg += f'; {len(errors) - len(sent)} not sent, as {why[0]} (no new requests follow a timeout or an unreachable server)'
+        _log.info('%s', msg)
+        raise PartialGenerationError(msg, out, errors)
 
-    def close(self): self.client.close()
+    def close(self): self.client.close(); self._http.close()
 
 # %% ../nbs/02_generation.ipynb #cc43c5e4
 def _port_free()->int:
