@@ -17,6 +17,7 @@ from .data import as_text, check_text, iter_file_records
 from .models import ensure_pad_token
 from .logprobs import make_batch, forward_logprobs, sequence_logprobs
 from .trainers.base import encode_prompt_response, truncate_pair
+from .synthetic_feedback import chunk_seed, read_lines, todo_chunks
 
 # %% auto #0
 __all__ = ['PRINCIPLE_FIELDS', 'DEFAULT_PRINCIPLES', 'CONCISION', 'DEFAULT_SYSTEM', 'NO_REVEAL', 'LOGP_KEYS', 'Principle',
@@ -374,13 +375,15 @@ def candidates_path(output_path:str|Path)->Path:
     return p.with_name(p.name[:-len(p.suffix)] + '.candidates.jsonl' if p.suffix else p.name + '.candidates.jsonl')
 
 def make_candidates(generator, model:nn.Module, tokenizer, queries:Sequence, principles:Sequence[Principle],
-                    cfg:PairConfig)->list[dict]:
+                    cfg:PairConfig,
+                    seed:int|None=None # the chunk's sampling seed (default: `cfg.sampling_seed`)
+                   )->list[dict]:
     "One chunk: features, y⁺/y⁻/y° (one generate call each), the duplicate rule, the six log-probs."
     feats = choose_features(generator, queries, principles, cfg.num_features, cfg.sampling_seed, cfg.feature_max_new_tokens)
     p_sys = [positive_system_prompt(f) for f, _ in feats]
     n_sys = [negative_system_prompt(f) for f, _ in feats]
     pos, neg, orig = sample_responses(generator, queries, p_sys, n_sys, cfg.plain_system, cfg.temperature, cfg.top_p,
-                                      cfg.max_new_tokens, cfg.sampling_seed, cfg.stop)
+                                      cfg.max_new_tokens, cfg.sampling_seed if seed is None else seed, cfg.stop)
     cands = [{'key': query_key(q), 'prompt': q, 'system': cfg.plain_system, 'p_system': ps_, 'n_system': ns_,
               'chosen': a, 'rejected': b, 'raw': c, 'features': [p.name for p in f], 'features_from_policy': nf,
               'dropped': duplicate_reason(a, b, c), 'logps': None}
@@ -426,17 +429,20 @@ def principle_pairs(queries:Sequence,                         # queries: strings
     for i, q in enumerate(queries):
         if m := check_text(q, 'query'): raise DataError(f'query {i}: {m}')
     wanted = {query_key(q): q for q in queries}                     # each distinct query once, in order
-    cand_path = candidates_path(output_path)
-    done = done_keys(cand_path, 'key')
-    todo = [q for k, q in wanted.items() if k not in done]
-    with JsonlWriter(cand_path) as w:
-        for c in range(0, len(todo), cfg.chunk_size):
-            w.write_many(make_candidates(generator, model, tokenizer, todo[c:c+cfg.chunk_size], principles, cfg))
-            if progress: print(f'principle pairs: {min(c + cfg.chunk_size, len(todo))}/{len(todo)} new queries done', flush=True)
+    keys, cand_path, n_new = list(wanted), candidates_path(output_path), 0
+    with JsonlWriter(cand_path) as w:                               # opening repairs a torn last line
+        done = done_keys(cand_path, 'key')
+        for lo in todo_chunks(len(keys), cfg.chunk_size, lambda i: keys[i] not in done):
+            chunk = [wanted[k] for k in keys[lo:lo + cfg.chunk_size]]
+            cands = make_candidates(generator, model, tokenizer, chunk, principles, cfg,
+                                    seed=chunk_seed(cfg.sampling_seed, 'principle_pairs', lo))
+            new = [c for c in cands if c['key'] not in done]          # the rest were written before the run was killed
+            w.write_many(new); n_new += len(new)
+            if progress: print(f'principle pairs: queries {lo}-{lo + len(chunk) - 1} of {len(keys)} done', flush=True)
     cands = {c['key']: c for c in read_jsonl(cand_path) if c['key'] in wanted}
     recs, stats = select_pairs([cands[k] for k in wanted], cfg.apply_filter)
     write_jsonl(output_path, recs)
-    return dict(stats, generated=len(todo))
+    return dict(stats, generated=n_new)
 
 def load_queries(path:str|Path,           # .txt (one query per line), .jsonl or .json
                  field:str|None=None      # the record field holding the query (default: prompt, query, instruction or question)
@@ -444,7 +450,7 @@ def load_queries(path:str|Path,           # .txt (one query per line), .jsonl or
     "Queries from a file; a bad record raises `DataError` naming file, line and field."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'{path}: no such file')
-    if path.suffix == '.txt': return [l.strip() for l in path.read_text(encoding='utf-8').splitlines() if l.strip()]
+    if path.suffix == '.txt': return read_lines(path, 'query')     # names the file and line of a non-UTF-8 byte
     items = list(iter_file_records(path, what='queries or records'))
     out = []
     for src, line, r in items:
