@@ -13,8 +13,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['CheckResult', 'summary_line', 'project_root', 'notebook_files', 'run_notebook_tests', 'check_unchanged_by',
            'check_notebooks_clean', 'check_library_in_sync', 'parse_junit', 'run_pytest', 'process_notebooks',
-           'render_notebook_html', 'render_site_fallback', 'build_docs', 'readme_text', 'write_readme', 'find_chromium',
-           'serve_folder', 'chromium_dom', 'check_site_in_browser', 'check_docs', 'run_checks']
+           'render_notebook_html', 'render_site_fallback', 'build_docs', 'readme_text', 'write_readme',
+           'readme_python_blocks', 'check_readme_examples', 'find_chromium', 'serve_folder', 'chromium_dom',
+           'check_site_in_browser', 'check_docs', 'run_checks']
 
 # %% ../nbs/90_devtools.ipynb #3dc3ec16
 @dataclass
@@ -314,6 +315,19 @@ def write_readme(root:Path|None=None, proc:Path|None=None)->Path:
     (root/'README.md').write_text(readme_text(proc))
     return root/'README.md'
 
+# %% ../nbs/90_devtools.ipynb #b93e486f
+def readme_python_blocks(text:str)->list[str]:
+    "The code of every ```` ```python ```` block of a Markdown text, in order."
+    return [m.group(1) for m in re.finditer(r'^```python\n(.*?)^```', text, flags=re.S | re.M)]
+
+def check_readme_examples(readme:str|Path, timeout:float=300)->CheckResult:
+    "Run the README's Python blocks, in order, as one script in a fresh interpreter in an empty folder."
+    t0, code = time.time(), '\n'.join(readme_python_blocks(Path(readme).read_text()))
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run([sys.executable, '-c', code], cwd=d, capture_output=True, text=True, timeout=timeout)
+    return CheckResult(f'{Path(readme).name} examples run as copied', r.returncode == 0, time.time()-t0,
+                       '' if r.returncode == 0 else r.stderr[-2000:])
+
 # %% ../nbs/90_devtools.ipynb #6ce8a3b3
 def find_chromium()->str|None:
     "Path of a Chromium/Chrome binary, or None."
@@ -366,7 +380,7 @@ def check_site_in_browser(site:Path,                 # folder with the built sit
 
 # %% ../nbs/90_devtools.ipynb #559749e6
 def check_docs(root:Path, require_browser:bool=False)->list[CheckResult]:
-    "Build the docs, check README.md is generated from index.ipynb, and check pages in Chromium."
+    "Build the docs, check README.md is generated from index.ipynb and its examples run, and check pages in Chromium."
     t0 = time.time()
     try: out, pages = build_docs(root)
     except Exception as e: return [CheckResult('docs build', False, time.time()-t0, repr(e))]
@@ -379,6 +393,7 @@ def check_docs(root:Path, require_browser:bool=False)->list[CheckResult]:
     res.append(CheckResult('README.md generated from nbs/index.ipynb', old == new, 0,
                            '' if old == new else 'README.md differs from nbs/index.ipynb: run `social-align docs` and commit README.md'))
     if old != new: readme.write_text(new)
+    res.append(check_readme_examples(readme))
     if find_chromium() is None:
         msg = 'Chromium not found (Debian: apt-get install chromium): docs not checked in a browser'
         if require_browser: res.append(CheckResult('docs in browser', False, 0, msg))
