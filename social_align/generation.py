@@ -504,7 +504,7 @@ class OpenAIGenerator(Generator):
             try:
                 for f in tqdm(futs, disable=not show, desc='generating'): f.result()
             except BaseException:
-                stop.set(); why.append('the call was interrupted')
+                why.append('the call was interrupted'); stop.set()
                 for f in futs: f.cancel()
                 raise
         if not errors: return out
