@@ -16,11 +16,12 @@ from .data import as_text, check_messages as _chat_problem
 
 # %% auto #0
 __all__ = ['TINY_CHAT_TEMPLATE', 'TINY_CORPUS', 'resolve_dtype', 'is_path_like', 'resolve_model_source', 'ensure_pad_token',
-           'load_tokenizer', 'check_messages', 'plain_chat_template', 'format_prompt', 'train_bpe_tokenizer',
-           'tiny_llama_config', 'build_tiny_causal_lm', 'build_tiny_reward_model', 'save_model', 'tiny_tokenizer',
-           'freeze', 'load_causal_lm', 'load_reference_model', 'load_reward_model', 'last_token_index',
-           'positions_from_mask', 'is_decoder_reward_model', 'sequence_rewards', 'with_eos', 'score_texts',
-           'minilm_path', 'Embedder', 'cosine_similarity', 'minilm_reward_model']
+           'load_tokenizer', 'tokenizer_appends_eos', 'set_eos_append', 'check_messages', 'plain_chat_template',
+           'format_prompt', 'train_bpe_tokenizer', 'tiny_llama_config', 'build_tiny_causal_lm',
+           'build_tiny_reward_model', 'save_model', 'tiny_tokenizer', 'freeze', 'load_causal_lm',
+           'load_reference_model', 'is_decoder_reward_model', 'RewardHeadMissingError', 'load_reward_model',
+           'last_token_index', 'positions_from_mask', 'sequence_rewards', 'with_eos', 'score_texts', 'reward_tokenizer',
+           'reward_tokenizer_to_save', 'minilm_path', 'Embedder', 'cosine_similarity', 'minilm_reward_model']
 
 # %% ../nbs/01_models.ipynb #5a223ed2
 _DTYPES = {'fp32': torch.float32, 'float32': torch.float32, 'float': torch.float32,
@@ -75,6 +76,9 @@ def ensure_pad_token(tokenizer, model:nn.Module|None=None):
             if getattr(cfg, 'pad_token_id', None) is None: cfg.pad_token_id = tokenizer.pad_token_id
     return tokenizer
 
+_TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'tokenizer.model', 'vocab.json', 'vocab.txt',
+                    'spiece.model', 'sentencepiece.bpe.model', 'tiktoken.model')
+
 def load_tokenizer(name_or_path:str|Path,          # a local folder or a hub name
                    padding_side:str='left',         # 'left' for generation; either works for scoring
                    trust_remote_code:bool=False,    # run code shipped with the tokenizer (off unless you trust it)
@@ -83,9 +87,58 @@ def load_tokenizer(name_or_path:str|Path,          # a local folder or a hub nam
     from transformers import AutoTokenizer
     if padding_side not in ('left', 'right'): raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
     src = resolve_model_source(name_or_path, need_weights=False)
-    tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **kwargs)
+    p = Path(src)
+    if p.is_dir() and not any((p/f).exists() for f in _TOKENIZER_FILES) and not any(p.glob('*.tiktoken')):
+        raise FileNotFoundError(f'{p}: no tokenizer files here (none of {", ".join(_TOKENIZER_FILES)}); save the tokenizer '
+                                'into this folder (`tokenizer.save_pretrained`) or name the folder that has it (scripts: --tokenizer_name_or_path)')
+    try: tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError) as e:
+        raise (OSError if isinstance(e, OSError) else ValueError)(f'{src}: could not load the tokenizer: {e}') from e
     tok.padding_side = padding_side
     return ensure_pad_token(tok)
+
+# %% ../nbs/01_models.ipynb #59304a20
+def _special_frame(tokenizer)->tuple[list[int], list[int]]|None:
+    "(prefix, suffix): the ids the tokenizer adds around a single text, or None if it does something else."
+    bare = tokenizer('a b', add_special_tokens=False)['input_ids']
+    full = tokenizer('a b', add_special_tokens=True)['input_ids']
+    for k in range(len(full) - len(bare) + 1):
+        if full[k:k+len(bare)] == bare: return full[:k], full[k+len(bare):]
+    return None
+
+def tokenizer_appends_eos(tokenizer)->bool:
+    "Does `tokenizer(text)` end every text with EOS by itself?"
+    frame, eos = _special_frame(tokenizer), tokenizer.eos_token_id
+    return eos is not None and frame is not None and frame[1][-1:] == [eos]
+
+def set_eos_append(tokenizer,
+                   on:bool=True,        # True: `tokenizer(text)` ends with EOS; False: it does not
+                   inplace:bool=False   # change `tokenizer` itself instead of a copy
+                  ):
+    "A fast tokenizer (a copy unless `inplace`) that appends EOS to every text itself (`on`) or does not."
+    tok = tokenizer if inplace else copy.deepcopy(tokenizer)
+    if tokenizer_appends_eos(tok) == on: return tok
+    frame, backend = _special_frame(tok), getattr(tok, 'backend_tokenizer', None)
+    if frame is None or backend is None or tok.eos_token_id is None:
+        raise ValueError(f"cannot make this {type(tok).__name__} {'append' if on else 'stop appending'} EOS: it needs a fast "
+                         'tokenizer with an EOS token that adds special tokens only before and after the text')
+    from tokenizers import processors
+    pre, post = frame[0], (frame[1] + [tok.eos_token_id]) if on else frame[1][:-1]
+    p, s = tok.convert_ids_to_tokens(pre), tok.convert_ids_to_tokens(post)
+    single = ' '.join([f'{x}:0' for x in p] + ['$A:0'] + [f'{x}:0' for x in s])
+    pair = ' '.join([single] + [f'{x}:1' for x in p] + ['$B:1'] + [f'{x}:1' for x in s])
+    backend.post_processor = processors.TemplateProcessing(single=single, pair=pair,
+                                                           special_tokens=sorted(set(zip(p + s, pre + post))))
+    if tokenizer_appends_eos(tok) != on: raise ValueError(f'{type(tok).__name__}: rewriting the post-processor did not take effect')
+    return tok
+
+def _library_eos_convention(tokenizer):
+    "Make `tokenizer` (in place) append no EOS itself, as the library appends it explicitly; warn where that cannot be done."
+    if not tokenizer_appends_eos(tokenizer): return tokenizer
+    try: return set_eos_append(tokenizer, False, inplace=True)
+    except ValueError as e:
+        warnings.warn(f'the tokenizer appends EOS itself and {e}; prompts tokenized on their own will end in EOS')
+        return tokenizer
 
 # %% ../nbs/01_models.ipynb #34de09e7
 _ROLES = ('system', 'user', 'assistant')   # a prompt's roles: the plain template has no turn marker for tool output
@@ -124,6 +177,7 @@ def train_bpe_tokenizer(texts:Sequence[str],            # training text
                         vocab_size:int=512,             # target vocabulary size, special tokens included
                         min_frequency:int=2,            # merges must occur at least this often
                         pad_is_eos:bool=False,          # use `</s>` as the pad token (as many real LMs do)
+                        no_pad:bool=False,              # no pad token at all, `<pad>` not in the vocabulary (as GPT-2 and Llama ship)
                         chat_template:str|None=TINY_CHAT_TEMPLATE, # None: no chat template
                         model_max_length:int=512):
     "A byte-level BPE `PreTrainedTokenizerFast` trained locally on `texts`."
@@ -131,7 +185,8 @@ def train_bpe_tokenizer(texts:Sequence[str],            # training text
     from transformers import PreTrainedTokenizerFast
     texts = list(texts)
     if not texts: raise ValueError('train_bpe_tokenizer needs at least one training text')
-    specials = ['<pad>', '<s>', '</s>', '<unk>']
+    if no_pad and pad_is_eos: raise ValueError('no_pad and pad_is_eos exclude each other')
+    specials = ['<s>', '</s>', '<unk>'] if no_pad else ['<pad>', '<s>', '</s>', '<unk>']
     tk = Tokenizer(models.BPE(unk_token='<unk>'))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
@@ -141,7 +196,7 @@ def train_bpe_tokenizer(texts:Sequence[str],            # training text
     tk.post_processor = processors.TemplateProcessing(single='<s> $A', pair='<s> $A <s> $B',
                                                       special_tokens=[('<s>', tk.token_to_id('<s>'))])
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>', unk_token='<unk>',
-                                  pad_token='</s>' if pad_is_eos else '<pad>', model_max_length=model_max_length)
+                                  pad_token=None if no_pad else '</s>' if pad_is_eos else '<pad>', model_max_length=model_max_length)
     if chat_template: tok.chat_template = chat_template
     return tok
 
@@ -176,8 +231,10 @@ def build_tiny_reward_model(tokenizer, seed:int=0, config=None, **config_kwargs)
     return _seeded_init(LlamaForSequenceClassification, cfg, seed)
 
 def save_model(model:nn.Module, tokenizer, path:str|Path)->Path:
-    "Save `model` (safetensors) and `tokenizer` to the folder `path`."
+    "Save `model` (safetensors) and `tokenizer` to the folder `path` (a decoder reward model: with `reward_tokenizer_to_save`'s tokenizer)."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    if tokenizer is not None and getattr(model, 'score', None) is not None:   # a decoder reward model: see `reward_tokenizer_to_save`
+        tokenizer = reward_tokenizer_to_save(model, tokenizer)
     model.save_pretrained(path, safe_serialization=True)
     if tokenizer is not None: tokenizer.save_pretrained(path)
     return path
@@ -199,13 +256,15 @@ def tiny_tokenizer(**kwargs):
     return train_bpe_tokenizer(TINY_CORPUS, **kwargs)
 
 # %% ../nbs/01_models.ipynb #173785c2
-def _load(auto_cls, name_or_path, dtype, device, trust_remote_code, **kwargs):
+def _load(auto_cls, name_or_path, dtype, device, trust_remote_code, loading_info:bool=False, **kwargs):
     src = resolve_model_source(name_or_path)
-    try: model = auto_cls.from_pretrained(src, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
-                                          use_safetensors=True, **kwargs)
+    try: out = auto_cls.from_pretrained(src, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code,
+                                        use_safetensors=True, output_loading_info=loading_info, **kwargs)
     except OSError as e:
         raise OSError(f'could not load model {str(name_or_path)!r}: {e}') from e
-    return model.to(get_device(device))
+    model, info = out if loading_info else (out, None)
+    model = model.to(get_device(device))
+    return (model, info) if loading_info else model
 
 def freeze(model:nn.Module)->nn.Module:
     "Turn off gradients for every parameter and put `model` in eval mode; returns it."
@@ -228,15 +287,34 @@ def load_reference_model(policy_or_path:nn.Module|str|Path, # a loaded policy to
     else: ref = load_causal_lm(policy_or_path, dtype, device, trust_remote_code, **kwargs)
     return freeze(ref)
 
+def is_decoder_reward_model(model:nn.Module)->bool:
+    "A decoder with a `score` head (Llama, Qwen, GPT-2, ... `ForSequenceClassification`)."
+    return hasattr(model, 'score') and not getattr(model.config, 'is_encoder_decoder', False) \
+        and getattr(model.config, 'model_type', '') not in ('bert', 'roberta', 'distilbert', 'deberta', 'deberta-v2', 'electra', 'xlm-roberta')
+
+class RewardHeadMissingError(ValueError):
+    "A folder loaded as a reward model has no trained score head in its weights."
+
 def load_reward_model(name_or_path:str|Path, dtype:str|torch.dtype='auto', device:str|None=None,
-                      trust_remote_code:bool=False, tokenizer=None, # its pad id is written into the config
+                      trust_remote_code:bool=False,
+                      tokenizer=None,         # its pad id is written into the config; set to append no EOS itself (see below)
+                      fresh_head:bool=False,  # build a new random score head where the weights have none (to train one)
                       **kwargs):
-    "Load a reward model: `AutoModelForSequenceClassification` with one output."
+    "Load a reward model: `AutoModelForSequenceClassification` with one output; a folder without a score head is refused unless `fresh_head`."
     from transformers import AutoModelForSequenceClassification
     with _quiet_transformers():
-        model = _load(AutoModelForSequenceClassification, name_or_path, dtype, device, trust_remote_code,
-                      num_labels=1, **kwargs)
-    if tokenizer is not None: ensure_pad_token(tokenizer, model)
+        model, info = _load(AutoModelForSequenceClassification, name_or_path, dtype, device, trust_remote_code,
+                            loading_info=True, num_labels=1, **kwargs)
+    missing = sorted(info['missing_keys'])
+    if missing and not fresh_head:
+        names = ', '.join(map(repr, missing[:6])) + (f' and {len(missing)-6} more' if len(missing) > 6 else '')
+        raise RewardHeadMissingError(
+            f'{resolve_model_source(name_or_path)}: not a trained reward model: its weights lack {names}, which would be '
+            'initialised at random. Train a reward model on it (`RewardModelTrainer`, scripts/train_reward.py) or, to '
+            'start a new head on purpose, pass fresh_head=True')
+    if tokenizer is not None:
+        ensure_pad_token(tokenizer, model)
+        if is_decoder_reward_model(model): _library_eos_convention(tokenizer)
     return model
 
 class _quiet_transformers:
@@ -260,11 +338,6 @@ def last_token_index(attention_mask:torch.Tensor # (batch, seq) of 0/1
 def positions_from_mask(attention_mask:torch.Tensor)->torch.Tensor:
     "Position ids that count only real tokens, so left padding does not shift positions."
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-def is_decoder_reward_model(model:nn.Module)->bool:
-    "A decoder with a `score` head (Llama, Qwen, GPT-2, ... `ForSequenceClassification`)."
-    return hasattr(model, 'score') and not getattr(model.config, 'is_encoder_decoder', False) \
-        and getattr(model.config, 'model_type', '') not in ('bert', 'roberta', 'distilbert', 'deberta', 'deberta-v2', 'electra', 'xlm-roberta')
 
 def sequence_rewards(model:nn.Module,              # a `*ForSequenceClassification` with one output
                      input_ids:torch.Tensor,        # (batch, seq), padded on either side
@@ -290,7 +363,7 @@ def score_texts(model:nn.Module, tokenizer,
                 batch_size:int=16,
                 max_length:int|None=None,      # longer texts are cut from the LEFT, keeping the end and its EOS
                 padding_side:str|None=None,    # None: the tokenizer's side (decoders) / right (encoders)
-                append_eos:bool|None=None      # default: True for decoder reward models
+                append_eos:bool|None=None      # default: True for decoder reward models (no effect on a tokenizer that appends EOS itself)
                )->torch.Tensor:
     "Rewards of `texts`, `(len(texts),)` float32 on the CPU; independent of batch size and padding side."
     texts = list(texts)
@@ -299,7 +372,9 @@ def score_texts(model:nn.Module, tokenizer,
         if not isinstance(t, str) or not t.strip(): raise ValueError(f'text {i} is empty or not a string: {t!r}')
     dec = is_decoder_reward_model(model)
     if append_eos is None: append_eos = dec
-    if append_eos: texts = [with_eos(t, tokenizer) for t in texts]
+    if append_eos:   # one EOS at the end: explicitly, or by a tokenizer that appends it itself (a saved reward model's)
+        own = tokenizer_appends_eos(tokenizer)
+        texts = [t.removesuffix(tokenizer.eos_token) if own else with_eos(t, tokenizer) for t in texts]
     ensure_pad_token(tokenizer, model)
     side = padding_side or (tokenizer.padding_side if dec else 'right')
     old = tokenizer.padding_side, tokenizer.truncation_side
@@ -312,6 +387,39 @@ def score_texts(model:nn.Module, tokenizer,
             out.append(sequence_rewards(model, enc['input_ids'].to(dev), enc['attention_mask'].to(dev)).cpu())
     finally: tokenizer.padding_side, tokenizer.truncation_side = old
     return torch.cat(out)
+
+# %% ../nbs/01_models.ipynb #c01a910a
+_PAD_CANDIDATES = ('<pad>', '<|pad|>', '[PAD]', '<|reward_pad|>')
+
+def reward_tokenizer(tokenizer,         # the tokenizer the reward model was given
+                     model:nn.Module    # a decoder reward model: its embeddings may grow, its config gets the pad id
+                    ):
+    "A copy of `tokenizer` for a decoder reward model: a pad token distinct from EOS, its id in `model.config`, no EOS appended by itself."
+    if not is_decoder_reward_model(model): return ensure_pad_token(tokenizer, model)
+    tok, eos = copy.deepcopy(tokenizer), tokenizer.eos_token_id
+    if tok.pad_token is None or (eos is not None and tok.pad_token_id == eos):
+        vocab, specials = tok.get_vocab(), {t.content for t in tok.added_tokens_decoder.values() if t.special}
+        pad = next(c for c in _PAD_CANDIDATES if c not in vocab or c in specials)
+        tok.add_special_tokens({'pad_token': pad})
+        emb = model.get_input_embeddings()
+        if tok.pad_token_id >= emb.num_embeddings:
+            old = emb.num_embeddings
+            model.resize_token_embeddings(len(tok), mean_resizing=False)
+            with torch.no_grad():
+                w = model.get_input_embeddings().weight; w[old:] = w[:old].mean(0)
+    for cfg in {id(c): c for c in (model.config, model.config.get_text_config())}.values(): cfg.pad_token_id = tok.pad_token_id
+    return _library_eos_convention(tok)
+
+def reward_tokenizer_to_save(model:nn.Module, tokenizer):
+    "The tokenizer to save with a reward model: for a decoder, `reward_tokenizer`'s, appending EOS to every text itself."
+    if not is_decoder_reward_model(model): return tokenizer
+    tok = reward_tokenizer(tokenizer, model)
+    if tok.eos_token_id is None: return tok
+    try: return set_eos_append(tok, True, inplace=True)
+    except ValueError as e:
+        warnings.warn(f'saving a reward model whose tokenizer cannot append EOS ({e}): tools that tokenize the raw text '
+                      '(pipeline, servers) will read the reward one token early; append the EOS text yourself there')
+        return tok
 
 # %% ../nbs/01_models.ipynb #de6c22b0
 def minilm_path()->Path:

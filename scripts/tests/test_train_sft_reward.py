@@ -74,6 +74,43 @@ def test_train_reward(tiny, tmp_path):
     scores = score_texts(rm, load_tokenizer(out), [p['prompt'] + ' ' + p['chosen'] for p in tiny['eval_prefs']])
     assert scores.shape == (6,) and scores.isfinite().all()
 
+@pytest.fixture(scope='module')
+def tiny_nopad(tmp_path_factory):
+    "A tiny causal LM whose tokenizer has no pad token (as Llama and GPT-2 ship)."
+    from social_align.models import train_bpe_tokenizer, build_tiny_causal_lm, save_model
+    from social_align.toyworld import toy_corpus
+    tok = train_bpe_tokenizer(toy_corpus(), vocab_size=400, chat_template=None, no_pad=True)
+    assert tok.pad_token is None
+    lm = build_tiny_causal_lm(tok, hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128)
+    return save_model(lm, tok, tmp_path_factory.mktemp('nopad')/'model')
+
+def test_train_reward_scores_the_same_in_plain_transformers(tiny, tiny_nopad, tmp_path):
+    """A reward model trained by train_reward.py from a causal LM whose tokenizer has no pad token gives the library's
+    rewards in plain transformers (model + tokenizer from the folder; unpadded, and padded on either side with the
+    saved pad token) and in LMFlow's `pipeline('sentiment-analysis', function_to_apply='none')` on the raw text."""
+    data = write_jsonl(tmp_path/'prefs.jsonl', tiny['prefs'])
+    out = tmp_path/'rm'
+    r = run('train_reward.py', '--model_name_or_path', tiny_nopad, '--data_path', data, '--output_dir', out, *TRAIN_FLAGS)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import torch
+    from torch.testing import assert_close
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+    from social_align.models import load_reward_model, load_tokenizer, score_texts
+    texts = [p['prompt'] + ' ' + p['chosen'] for p in tiny['eval_prefs']]
+    lib_tok = load_tokenizer(out)
+    lib = score_texts(load_reward_model(out, device='cpu', tokenizer=lib_tok), lib_tok, texts)
+    hf, ht = AutoModelForSequenceClassification.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
+    assert ht.pad_token is not None and ht.pad_token_id != ht.eos_token_id and hf.config.pad_token_id == ht.pad_token_id
+    with torch.no_grad():
+        assert_close(torch.cat([hf(**ht(x, return_tensors='pt')).logits[:, 0] for x in texts]), lib, atol=1e-5, rtol=0)
+        for side in ('left', 'right'):
+            ht.padding_side = side
+            enc = ht(texts, return_tensors='pt', padding=True)
+            assert (enc['input_ids'] == ht.pad_token_id).any()
+            assert_close(hf(**enc).logits[:, 0], lib, atol=1e-5, rtol=0)
+    pipe = pipeline('sentiment-analysis', model=str(out), function_to_apply='none', device='cpu')
+    assert_close(torch.tensor([o['score'] for o in pipe(texts)]), lib, atol=1e-5, rtol=0)
+
 @pytest.mark.parametrize('script,good,bad_field', [
     ('train_sft.py', {'prompt': 'Hi?', 'completion': 'Hello.'}, 'completion'),
     ('train_reward.py', {'prompt': 'Hi?', 'chosen': 'Hello.', 'rejected': 'Go away.'}, 'rejected')])

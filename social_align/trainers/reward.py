@@ -6,11 +6,13 @@
 from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import nn, Tensor
 
 from .base import (AlignmentConfig, AlignmentTrainer, SequenceCollator, as_dataset, tokenize_dataset,
                                         encode_prompt_response, response_text)
+from ..models import load_tokenizer, reward_tokenizer, reward_tokenizer_to_save
 from ..models import load_reward_model, is_decoder_reward_model, sequence_rewards, format_prompt
 from ..logprobs import split_groups
 from ..losses.reward import pairwise_reward_loss
@@ -55,13 +57,25 @@ class RewardModelTrainer(AlignmentTrainer):
     config_class = RewardConfig
 
     def __init__(self, model, args:RewardConfig|None=None, train_dataset=None, eval_dataset=None, processing_class=None, **kwargs):
-        if isinstance(model, nn.Module): self.decoder = is_decoder_reward_model(model)
+        if isinstance(model, (str, Path)):
+            src = str(model)
+            model = self.load_model(src, args)
+            if processing_class is None: processing_class = load_tokenizer(src, padding_side=getattr(args, 'padding_side', 'left'))
+        if isinstance(model, nn.Module):
+            self.decoder = is_decoder_reward_model(model)
+            if processing_class is not None: processing_class = reward_tokenizer(processing_class, model)  # a copy: pad != EOS
         super().__init__(model, args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
 
     def load_model(self, name_or_path:str, args:AlignmentConfig)->nn.Module:
-        model = load_reward_model(name_or_path, device='cpu')
+        model = load_reward_model(name_or_path, device='cpu', fresh_head=True)   # a causal LM gets a new score head
         self.decoder = is_decoder_reward_model(model)
         return model
+
+    def _save(self, output_dir:str|None=None, state_dict=None):
+        "`Trainer._save`, the tokenizer saved as a reward model's (appending EOS itself: see `reward_tokenizer_to_save`)."
+        super()._save(output_dir, state_dict)
+        if self.args.should_save and self.processing_class is not None:
+            reward_tokenizer_to_save(self.accelerator.unwrap_model(self.model), self.processing_class).save_pretrained(output_dir or self.args.output_dir)
 
     # -- data ---------------------------------------------------------------------------------------------------
     def encode_text(self, tokenizer, args:AlignmentConfig, prompt, response, truncate:bool=True)->tuple[list[int], list[int]]|None:
