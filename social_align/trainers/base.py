@@ -16,7 +16,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments
 
 from ..core import DataError, atomic_write_json
 from ..data import load_records, get_schema
-from ..models import format_prompt, load_tokenizer, load_causal_lm, ensure_pad_token, freeze
+from ..models import format_prompt, load_tokenizer, load_causal_lm, ensure_pad_token, freeze, tokenizer_appends_eos
 from ..logprobs import make_batch
 
 # %% auto #0
@@ -52,11 +52,14 @@ def response_text(response:str|list[dict])->str:
     return '\n\n'.join(m['content'] for m in response)
 
 def prompt_ids(tokenizer, prompt:str|list[dict]|None)->list[int]:
-    "Token ids of a prompt (chat prompts through the chat template, with no second BOS)."
-    if prompt is None or (isinstance(prompt, str) and not prompt): return tokenizer('', add_special_tokens=True)['input_ids']
-    text = format_prompt(prompt, tokenizer)
-    templated = not isinstance(prompt, str) and getattr(tokenizer, 'chat_template', None)
-    return tokenizer(text, add_special_tokens=not templated)['input_ids']
+    "Token ids of a prompt (chat prompts through the chat template, with no second BOS, and no EOS after the prompt)."
+    if prompt is None or (isinstance(prompt, str) and not prompt): ids = tokenizer('', add_special_tokens=True)['input_ids']
+    else:
+        text = format_prompt(prompt, tokenizer)
+        templated = not isinstance(prompt, str) and getattr(tokenizer, 'chat_template', None)
+        ids = tokenizer(text, add_special_tokens=not templated)['input_ids']
+    if ids[-1:] == [tokenizer.eos_token_id] and tokenizer_appends_eos(tokenizer): ids = ids[:-1]   # a prompt does not end the text
+    return ids
 
 def encode_prompt_response(tokenizer,                      # a `transformers` tokenizer
                            prompt:str|list[dict]|None,     # the prompt: text or chat messages (None/'' for none)

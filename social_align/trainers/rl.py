@@ -330,7 +330,8 @@ class RLTrainer:
         self.ref_model = (load_reference_model(ref_model, device='cpu') if ref_model is not None else load_reference_model(model)).to(dev)
         if args.algorithm == 'ppo':
             value_model = value_model if value_model is not None else args.value_model_path
-            if isinstance(value_model, (str, Path)): value_model = load_reward_model(value_model, device='cpu', tokenizer=self.tokenizer)
+            if isinstance(value_model, (str, Path)):    # a value model may start from any folder: a fresh head is trained
+                value_model = load_reward_model(value_model, device='cpu', tokenizer=self.tokenizer, fresh_head=True)
             elif value_model is None:
                 if self.reward_model is not None and _same_vocab(self.reward_tokenizer, self.tokenizer) and is_decoder_reward_model(self.reward_model):
                     value_model = copy.deepcopy(reward_model)
