@@ -5,8 +5,10 @@
 
 The output is principled_preference JSONL (prompt, chosen, rejected, system, p_system, n_system, raw), ready for
 scripts/train_sso.py. Rerunning with the same --output_path resumes: queries already in
-<output>.candidates.jsonl are not generated again. Sampling and filter flags: --temperature (0.7), --top_p (0.8),
---max_new_tokens, --num_features (2), --apply_filter, --chunk_size, ... (see --help).
+<output>.candidates.jsonl are not generated again, and the chunk a killed run stopped in is generated again whole
+with its own seed (from --sampling_seed and its place), so the resumed output is exactly an uninterrupted run's.
+Sampling and filter flags: --temperature (0.7), --top_p (0.8), --max_new_tokens, --num_features (2), --apply_filter,
+--chunk_size, ... (see --help).
 """
 import json, sys
 from dataclasses import dataclass, field

@@ -11,7 +11,10 @@
         --prompts_path data/prompts.txt --output_path data/rmsp_sft.jsonl --n_candidates 4 --n_turns 2
 
 Every stage resumes: PG continues up to --num_generation, RG generates only the prompts a configuration's
-<name>.jsonl does not hold yet, RMSP continues after the last query written. The CS output is preference JSONL {prompt, chosen, rejected, meta} for
+<name>.jsonl does not hold yet, RMSP continues after the last query written. Rerun a killed run with the same flags:
+the chunk it stopped in is generated again whole (PG: --pg_chunk_size prompts; RG, RMSP: --batch_size prompts) with
+a seed fixed by --seed and the chunk's place, so the resumed output is exactly that of an uninterrupted run (with a
+deterministic backend). The CS output is preference JSONL {prompt, chosen, rejected, meta} for
 scripts/train_reward.py (or TRL) as it is. Each run prints its counts (kept, dropped by rule) as one JSON line.
 """
 import json, sys
@@ -35,7 +38,8 @@ class SyntheticFeedbackArguments:
     seed_path: str = field(default=None, metadata={'help': 'pg: seed file, first line the instruction, then seed queries (default: the built-in one)'})
     num_generation: int = field(default=100, metadata={'help': 'pg: prompts to mine in total'})
     n_shot: int = field(default=10, metadata={'help': 'pg: Query: examples per generation prompt'})
-    max_calls: int = field(default=200, metadata={'help': 'pg: give up after this many generate calls'})
+    max_calls: int = field(default=200, metadata={'help': 'pg: give up after this many generate calls (in one run)'})
+    pg_chunk_size: int = field(default=64, metadata={'help': 'pg: mined prompts per resumable chunk (a rerun regenerates the chunk it stopped in)'})
     min_chars: int = field(default=30, metadata={'help': 'pg: shorter queries need final punctuation'})
     max_chars: int = field(default=250, metadata={'help': 'pg: longer queries are dropped'})
     rouge_threshold: float = field(default=0.5, metadata={'help': 'pg: drop queries with ROUGE-L F >= this against any seed or mined one'})
@@ -53,7 +57,7 @@ class SyntheticFeedbackArguments:
     backend: str = field(default='hf', metadata={'help': "generation engine: 'hf' (transformers) or 'vllm'", 'choices': ['hf', 'vllm']})
     device: str = field(default=None, metadata={'help': "'cpu', 'cuda', ... (default: the best available)"})
     dtype: str = field(default='auto', metadata={'help': "'auto', 'fp32', 'bf16' or 'fp16'"})
-    seed: int = field(default=0, metadata={'help': 'sampling seed'})
+    seed: int = field(default=0, metadata={'help': "sampling seed (each chunk's seed is derived from it and the chunk's first record)"})
 
 
 def need(args, *names):
@@ -81,7 +85,8 @@ def main(argv=None):
         cfg = sf.PGConfig(num_generation=args.num_generation, n_shot=args.n_shot, batch_size=args.batch_size,
                           temperature=1.2 if args.temperature is None else args.temperature, top_p=args.top_p,
                           max_new_tokens=args.max_new_tokens or 64, min_chars=args.min_chars, max_chars=args.max_chars,
-                          rouge_threshold=args.rouge_threshold, max_calls=args.max_calls, seed=args.seed).check()
+                          rouge_threshold=args.rouge_threshold, max_calls=args.max_calls, chunk_size=args.pg_chunk_size,
+                          seed=args.seed).check()
         with make_generator(args, args.model_name_or_path) as gen:
             stats = sf.mine_prompts(args.seed_path or sf.almost_asset('seed_prompts.txt'), gen, args.output_path, cfg, progress=True)
         print(json.dumps(stats))

@@ -1,5 +1,5 @@
 "End-to-end tests of scripts/synthetic_feedback.py: real subprocess runs of pg, rg and cs on a tiny Llama saved to tmp_path."
-import json, os, subprocess, sys
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -97,6 +97,26 @@ def test_rg_cs_feed_the_reward_trainer(model, tmp_path):
     from social_align.data import load_records
     recs = load_records(sft, 'sft')
     assert [r['messages'][0]['content'] for r in recs] == prompts and all(len(r['rewards']) == 2 for r in recs)
+
+
+def test_pg_killed_with_sigkill_resumes_to_the_uninterrupted_output(model, tmp_path):
+    "A real `kill -9` of a PG run part-way (mostly inside a chunk), then the same command again: the output is byte for byte an uninterrupted run's."
+    n = 40
+    def flags(out): return ('--mode', 'pg', '--model_name_or_path', model, '--output_path', out, '--num_generation', n,
+                            '--batch_size', 4, '--pg_chunk_size', 5, '--max_new_tokens', 16, '--min_chars', 5, '--device', 'cpu')
+    assert last_json(run(*flags(tmp_path/'full.txt')))['total'] == n
+    full = (tmp_path/'full.txt').read_text()
+    out = tmp_path/'killed.txt'
+    p = subprocess.Popen([sys.executable, str(SCRIPT), *map(str, flags(out))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 300
+    while p.poll() is None and time.time() < deadline and not (out.exists() and out.read_bytes().count(b'\n') >= 7): time.sleep(0.002)
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert p.returncode == -signal.SIGKILL, p.returncode          # killed part-way, not finished
+    written = out.read_bytes().count(b'\n')
+    assert 0 < written < n, written
+    st = last_json(run(*flags(out)))
+    assert st['total'] == n and st['kept'] == n - written and st['replayed'] == written % 5
+    assert out.read_text() == full
 
 
 def test_bad_input_is_named(model, tmp_path):
