@@ -10,7 +10,9 @@ or the 5%/95% reward quantiles of the seed memories' dialogues). Every SandboxCo
 
 Writes interactions.jsonl (one `interaction` record per agent per round), stats.jsonl (one line per round) and
 state/ into --output_dir. Run the same command again to resume after an interruption (even kill -9): the finished
-rounds are kept, a partly written round is redone, and no record is lost or duplicated.
+rounds are kept, a partly written round is redone, and no record is lost or duplicated. A resume must use the
+settings the world was made with (recorded in resume_settings.json; only --rounds, --output_dir, the paths of
+unchanged question/memory files, --device and --progress may change): otherwise it stops, naming each difference.
 """
 import sys
 from dataclasses import dataclass, field
@@ -32,6 +34,11 @@ class SimulateArguments:
     progress: bool = field(default=True, metadata={'help': 'show a progress bar per round'})
 
 
+
+# flags that do not change what the simulation writes; every other flag and setting must stay the same on a resume
+RUN_ONLY = ('device', 'progress')
+
+
 def make_generator(path, args):
     from social_align.generation import HFGenerator, VLLMGenerator
     if args.backend == 'hf': return HFGenerator(path, batch_size=args.batch_size, device=args.device, dtype=args.dtype, as_chat=args.as_chat)
@@ -43,7 +50,7 @@ def main(argv=None):
     from social_align.trainers.base import parse_cli
     from social_align.sandbox import SandboxConfig
     args, cfg = parse_cli((SimulateArguments, SandboxConfig), argv, description=__doc__)
-    from social_align.core import DataError
+    from social_align.core import DataError, ResumeSettingsError
     from social_align.sandbox import run_sandbox, LMJudge, RewardModelJudge, load_seed_memories
     from social_align.models import Embedder, load_reward_model, load_tokenizer
     from social_align.toyworld import dialogue_text
@@ -58,9 +65,11 @@ def main(argv=None):
     else:
         obs = make_generator(args.observer_model_name_or_path, args) if args.observer_model_name_or_path else gen
         observer = LMJudge(obs, cfg.retries, cfg.observer_temperature, cfg.max_new_tokens)
+    settings = {k: v for k, v in vars(args).items() if k not in RUN_ONLY}
     try: path = run_sandbox(cfg, gen, observer, embedder=Embedder(args.embedder_name_or_path, device=args.device),
-                            progress=args.progress)
+                            progress=args.progress, settings=settings)
     except DataError as e: sys.exit(f'simulate.py: error: bad data: {e}')
+    except ResumeSettingsError as e: sys.exit(f'simulate.py: error: {e}')
     print(f'records: {path}')
 
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_sandbox.ipynb #014e1daa
 from __future__ import annotations
-import json, math, os, random, re, time
+import hashlib, json, math, os, random, re, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -12,18 +12,18 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .core import Config, DataError, JsonlWriter, atomic_write_json, iter_jsonl, read_json
+from .core import Config, DataError, JsonlWriter, RESUME_SETTINGS, atomic_write_json, check_resume_settings, iter_jsonl, read_json
 from .data import INTERACTION_FIELDS
 from .generation import Generator
 from .toyworld import SITUATIONS, QUESTION_TEMPLATES, make_question, make_answer
 
 # %% auto #0
-__all__ = ['INIT_SETTINGS', 'REMINDER_DISTANCE', 'RATING_CUE', 'ALIGNMENT_QUESTION', 'ENGAGEMENT_QUESTION', 'agent_position',
-           'neighbours', 'initial_labels', 'select_peers', 'default_questions', 'default_seed_memories',
-           'load_questions', 'load_seed_memories', 'AgentMemory', 'parse_feedback', 'draft_prompt', 'feedback_prompt',
-           'revision_prompt', 'observer_prompt', 'generate_grouped', 'generate_parsed', 'LMJudge', 'RewardModelJudge',
-           'SandboxConfig', 'save_state', 'load_state', 'run_round', 'resolve_generators', 'init_memories',
-           'run_sandbox']
+__all__ = ['INIT_SETTINGS', 'REMINDER_DISTANCE', 'RATING_CUE', 'ALIGNMENT_QUESTION', 'ENGAGEMENT_QUESTION', 'SANDBOX_FREE',
+           'agent_position', 'neighbours', 'initial_labels', 'select_peers', 'default_questions',
+           'default_seed_memories', 'load_questions', 'load_seed_memories', 'AgentMemory', 'parse_feedback',
+           'draft_prompt', 'feedback_prompt', 'revision_prompt', 'observer_prompt', 'generate_grouped',
+           'generate_parsed', 'LMJudge', 'RewardModelJudge', 'SandboxConfig', 'save_state', 'load_state', 'run_round',
+           'resolve_generators', 'init_memories', 'sandbox_settings', 'run_sandbox']
 
 # %% ../nbs/10_sandbox.ipynb #e8b4dd22
 INIT_SETTINGS = ('all_good', 'all_bad', 'half_half', 'mixed_half_half')
@@ -240,7 +240,11 @@ class RewardModelJudge:
         if not high > low: raise ValueError(f'RewardModelJudge: high ({high}) must be above low ({low})')
         self.low, self.high = low, high
 
-    def rewards(self, texts): return self._score(self.model, self.tokenizer, texts, self.batch_size, self.max_length)
+    def rewards(self, texts):
+        "Reward-model scores of `texts`, with the model in eval mode (no dropout) while it scores; its mode is restored."
+        was = self.model.training; self.model.eval()
+        try: return self._score(self.model, self.tokenizer, texts, self.batch_size, self.max_length)
+        finally: self.model.train(was)
 
     def to_scale(self, reward:float)->float:
         "The reward on the 1-7 scale."
@@ -415,12 +419,21 @@ def init_memories(cfg:SandboxConfig, labels:list[str], embedder)->list[AgentMemo
         mems.append(m)
     return mems
 
+SANDBOX_FREE = ('rounds', 'output_dir', 'questions_path', 'seed_memories_path')
+
+def _digest(obj)->str: return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+def sandbox_settings(cfg:SandboxConfig, questions:list[str], seed_memories:dict, extra:dict|None=None)->dict:
+    "What makes a world's records what they are: the config, digests of the question pool and seed memories, and `extra`."
+    return {**cfg.to_dict(), 'questions': _digest(questions), 'seed_memories': _digest(seed_memories), **(extra or {})}
+
 def run_sandbox(config:SandboxConfig,
                 generators:Generator|dict[int, Generator]|Sequence[Generator], # every agent's model
                 observer,                      # `LMJudge`, `RewardModelJudge`, or a `Generator` (wrapped in `LMJudge`)
                 embedder=None,                 # default: `social_align.models.Embedder()` (packaged MiniLM)
                 progress:bool=True,            # a tqdm bar per round
-                on_round_end:Callable|None=None # called with (round, stats) after a round is saved
+                on_round_end:Callable|None=None, # called with (round, stats) after a round is saved
+                settings:dict|None=None        # what else identifies the run (model names, backend, ...), checked on resume too
                )->Path:
     "Simulate (or resume) the society; returns the path of `interactions.jsonl`."
     cfg = config.check(); out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
@@ -433,6 +446,9 @@ def run_sandbox(config:SandboxConfig,
     questions = load_questions(cfg.questions_path)
     state_dir, rec_path, stats_path = out/'state', out/'interactions.jsonl', out/'stats.jsonl'
     st = load_state(state_dir)
+    legacy = st.get('config') if st is not None else None   # a world saved before resume_settings.json existed
+    check_resume_settings(out/RESUME_SETTINGS, sandbox_settings(cfg, questions, load_seed_memories(cfg.seed_memories_path), settings),
+                          SANDBOX_FREE, 'Sandbox', recorded=legacy)
     if st is None:
         labels = initial_labels(cfg.size, cfg.init_setting, cfg.seed)
         memories, done = init_memories(cfg, labels, embedder), 0

@@ -40,10 +40,13 @@ def test_kill_and_resume_gives_the_uninterrupted_records(models, tmp_path):
     keys = [(r['iteration'], r['agent_id']) for r in expected]
     assert keys == [(i, a) for i in range(rounds) for a in range(9)]
 
+    # kill in the middle of round 2 (0-based): half a round's time after round 1's stats line was written
+    half_round = sorted(json.loads(l)['seconds'] for l in (tmp_path/'full'/'stats.jsonl').read_text().splitlines())[rounds//2]/2
     out = tmp_path/'killed'
     p = subprocess.Popen(cmd(lm, out, rounds), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     deadline = time.time() + 300
-    while n_lines(out/'stats.jsonl') < 2 and time.time() < deadline and p.poll() is None: time.sleep(0.05)
+    while n_lines(out/'stats.jsonl') < 2 and time.time() < deadline and p.poll() is None: time.sleep(0.02)
+    time.sleep(half_round)
     p.send_signal(signal.SIGKILL); p.wait(timeout=60)
     assert p.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
     assert len(records(out)) < len(expected)
@@ -77,3 +80,24 @@ def test_bad_setting_is_refused(models, tmp_path):
     lm, _ = models
     r = subprocess.run(cmd(lm, tmp_path/'x', 1, '--init_setting', 'half'), capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode != 0 and 'init_setting' in r.stderr
+
+
+def test_resume_with_other_settings_is_refused(models, tmp_path):
+    "A world is resumed only with the settings it was made with; more rounds are allowed (issue 15, item 5)."
+    lm, rm = models
+    out = tmp_path/'world'
+    first = subprocess.run(cmd(lm, out, 1), capture_output=True, text=True, env=ENV, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = (out/'interactions.jsonl').read_bytes(), (out/'state'/'state.json').read_bytes()
+    r = subprocess.run(cmd(lm, out, 2, '--seed', '1', '--init_setting', 'all_good', '--k', '1'),
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode != 0
+    for s in ('seed was 0, now 1', "init_setting was 'half_half', now 'all_good'", 'k was 4, now 1'): assert s in r.stderr, r.stderr[-3000:]
+    assert 'rounds' not in r.stderr.split('error:')[-1]
+    assert ((out/'interactions.jsonl').read_bytes(), (out/'state'/'state.json').read_bytes()) == before   # nothing touched
+    r = subprocess.run(cmd(lm, out, 2, '--reward_model_name_or_path', str(rm)), capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode != 0 and 'reward_model_name_or_path was None' in r.stderr, r.stderr[-3000:]   # another observer
+    again = subprocess.run(cmd(lm, out, 2), capture_output=True, text=True, env=ENV, timeout=600)     # extending is allowed
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [(x['iteration'], x['agent_id']) for x in records(out)] == [(i, a) for i in range(2) for a in range(9)]
+    assert json.loads((out/'resume_settings.json').read_text())['history'] == {'rounds': [1, 2]}
