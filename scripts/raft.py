@@ -1,5 +1,6 @@
 """RAFT (Reward rAnked FineTuning): sample K responses per prompt from the policy, keep the best by the reward
-model, finetune on them, repeat. A rerun with the same --output_dir resumes after the last completed iteration.
+model, finetune on them, repeat. A rerun with the same --output_dir resumes after the last completed iteration; it
+must use the settings the run was made with (only --iterations and a few output flags may change), or it stops.
 
     python scripts/raft.py --model_name_or_path runs/sft --reward_model_name_or_path runs/rm \\
         --prompts_path prompts.jsonl --output_dir runs/raft --iterations 20 --prompts_per_iteration 1024 --k 8
@@ -26,6 +27,11 @@ class RAFTScriptArguments:
     plot: bool = field(default=True, metadata={'help': 'draw raft.png (reward and distinct-2 per iteration) in output_dir'})
 
 
+# flags that do not change what the run writes (the prompts are checked by their contents, not by their path);
+# every other flag and setting must stay the same on a resume
+RUN_ONLY = ('device', 'plot', 'prompts_path')
+
+
 def parse_args(argv=None):
     "(RAFTScriptArguments, RAFTConfig) from the command line, or from a single .json/.yaml file."
     return parse_cli((RAFTScriptArguments, RAFTConfig), argv, description=__doc__.split('\n\n')[0])
@@ -42,7 +48,10 @@ def main(argv=None):
     policy = load_causal_lm(args.model_name_or_path, dtype=args.dtype, device=args.device)
     rtok = load_tokenizer(args.reward_tokenizer_name_or_path or args.reward_model_name_or_path)
     rm = load_reward_model(args.reward_model_name_or_path, dtype=args.dtype, device=args.device, tokenizer=rtok)
-    results = raft(policy, tok, rm, rtok, prompts, config)
+    from social_align.core import ResumeSettingsError
+    settings = {k: v for k, v in vars(args).items() if k not in RUN_ONLY}
+    try: results = raft(policy, tok, rm, rtok, prompts, config, settings=settings)
+    except ResumeSettingsError as e: sys.exit(f'raft.py: error: {e}')
     if args.plot and results: plot_raft(results, Path(config.output_dir)/'raft.png')
     print(f'{len(results)} iterations in {config.output_dir}/iterations.jsonl; final policy in {config.output_dir}')
 

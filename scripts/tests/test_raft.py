@@ -1,5 +1,5 @@
 "End-to-end tests of scripts/raft.py: real subprocess runs on a tiny policy and a tiny reward model saved to tmp_path."
-import json, os, subprocess, sys
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -20,20 +20,27 @@ def models(tmp_path_factory):
     kw = dict(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128)
     save_model(build_tiny_causal_lm(tok, seed=0, **kw), tok, d/'policy')
     save_model(build_tiny_reward_model(tok, seed=1, **kw), tok, d/'rm')
+    save_model(build_tiny_reward_model(tok, seed=2, **kw), tok, d/'rm2')   # another reward model
     prompts = [f'Human: {q}\n\nAssistant:' for q in ('How do I stay safe online?', 'What is the capital of France?',
                                                        'Can you help me write a kind note?', 'How can I cook simple meals?')]
     (d/'prompts.jsonl').write_text(''.join(json.dumps({'prompt': p}) + '\n' for p in prompts))
     return d
 
 
-def run(models, out, *extra):
-    cmd = [sys.executable, str(SCRIPT), '--model_name_or_path', str(models/'policy'),
+def command(models, out, *extra):
+    return [sys.executable, str(SCRIPT), '--model_name_or_path', str(models/'policy'),
            '--reward_model_name_or_path', str(models/'rm'), '--prompts_path', str(models/'prompts.jsonl'),
            '--output_dir', str(out), '--iterations', '2', '--prompts_per_iteration', '3', '--k', '4',
            '--max_new_tokens', '12', '--learning_rate', '1e-3', '--per_device_train_batch_size', '2',
            '--max_length', '64', '--min_chars', '1', '--save_samples', 'False', '--device', 'cpu', *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+
+
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+
+
+def run(models, out, *extra, ok=True):
+    r = subprocess.run(command(models, out, *extra), capture_output=True, text=True, timeout=600, env=ENV)
+    if ok: assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return r
 
 
@@ -79,3 +86,54 @@ def test_raft_script_refuses_bad_values(models, tmp_path):
                         '--reward_model_name_or_path', str(models/'rm'), '--prompts_path', str(models/'prompts.jsonl'),
                         '--output_dir', str(tmp_path/'x'), '--k', '0'], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and 'k must be a positive integer' in r.stderr
+
+
+def test_resume_with_other_settings_is_refused(models, tmp_path):
+    "A RAFT run resumes only with the settings it was made with (it used to warn and go on); more iterations are allowed."
+    out = tmp_path/'raft'
+    run(models, out, '--iterations', '1')
+    log = (out/'iterations.jsonl').read_bytes()
+    r = run(models, out, '--k', '2', '--temperature', '0.5', ok=False)
+    assert r.returncode != 0 and 'k was 4, now 2; temperature was 0.85, now 0.5' in r.stderr, r.stderr[-3000:]
+    r = run(models, out, '--reward_model_name_or_path', str(models/'rm2'), ok=False)
+    assert r.returncode != 0 and 'reward_model_name_or_path was' in r.stderr, r.stderr[-3000:]
+    assert (out/'iterations.jsonl').read_bytes() == log and json.loads((out/'raft_config.json').read_text())['k'] == 4
+    run(models, out)   # two iterations: allowed
+    assert [o['iteration'] for o in records(out)] == [1, 2]
+    assert json.loads((out/'resume_settings.json').read_text())['history'] == {'iterations': [1, 2]}
+
+
+TIMINGS = ('sample_seconds', 'seconds')
+
+
+def _untimed(recs): return [{k: v for k, v in r.items() if k not in TIMINGS} for r in recs]
+
+
+def _kill_when(models, out, ready, *extra, settle=0.0):
+    "Start a run, SIGKILL it `settle` seconds after `ready()` holds; True if it was killed (not finished)."
+    p = subprocess.Popen(command(models, out, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 300
+    while not ready() and p.poll() is None and time.time() < deadline: time.sleep(0.02)
+    time.sleep(settle)
+    p.send_signal(signal.SIGKILL); p.wait(timeout=60)
+    return p.returncode == -signal.SIGKILL
+
+
+def test_killed_and_resumed_run_writes_the_uninterrupted_records(models, tmp_path):
+    "kill -9 during sampling, and again after an iteration's samples are written: the resumed run writes what an uninterrupted one does."
+    from safetensors.torch import load_file
+    extra = ('--iterations', '3', '--save_samples', 'True')
+    full = tmp_path/'full'
+    run(models, full, *extra)
+    out = tmp_path/'killed'
+    # 1. killed while iteration 2 samples (iteration 1 is saved)
+    assert _kill_when(models, out, lambda: (out/'checkpoints'/'iteration-1').exists(), *extra, settle=0.3)
+    assert not (out/'checkpoints'/'iteration-2').exists()
+    # 2. resumed, killed again once iteration 3's samples are on disk (before or while its policy is saved)
+    assert _kill_when(models, out, lambda: (out/'samples'/'iteration-3.jsonl').exists(), *extra)
+    run(models, out, *extra)
+    assert _untimed(records(out)) == _untimed(records(full))
+    for i in (1, 2, 3):
+        assert (out/'samples'/f'iteration-{i}.jsonl').read_bytes() == (full/'samples'/f'iteration-{i}.jsonl').read_bytes(), i
+    a, b = load_file(out/'model.safetensors'), load_file(full/'model.safetensors')
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -4,7 +4,8 @@
 
 # %% ../../nbs/36_raft.ipynb #d9181f86
 from __future__ import annotations
-import gc, math, os, random, shutil, time, warnings
+import gc, hashlib, json, math, os, random, shutil, time, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
@@ -12,14 +13,15 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..core import Config, DataError, JsonlWriter, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure
+from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure
 from ..generation import Generator, HFGenerator, check_prompts
 from ..models import format_prompt, save_model, score_texts
 
 # %% auto #0
-__all__ = ['CKPT_STATE', 'RAFTConfig', 'distinct_n', 'degenerate_reason', 'mask_degenerate', 'select_local', 'select_global',
-           'prompt_order', 'iteration_prompts', 'load_prompts', 'reward_text', 'ScoredBatch', 'sample_and_score',
-           'batch_stats', 'finetune_on', 'checkpoints', 'save_checkpoint', 'load_weights_into', 'raft', 'plot_raft']
+__all__ = ['CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'distinct_n', 'degenerate_reason', 'mask_degenerate', 'select_local',
+           'select_global', 'prompt_order', 'iteration_prompts', 'load_prompts', 'reward_text', 'ScoredBatch',
+           'sample_and_score', 'batch_stats', 'finetune_on', 'checkpoints', 'save_checkpoint', 'load_weights_into',
+           'raft_settings', 'raft', 'plot_raft']
 
 # %% ../../nbs/36_raft.ipynb #ef05730d
 def _f(default, help:str, **kw):
@@ -216,6 +218,15 @@ class ScoredBatch:
         "The `sft` records to finetune on: `{prompt, completion}` of each kept sample."
         return [{'prompt': self.prompts[p], 'completion': self.responses[p][k]} for p, k in self.kept]
 
+@contextmanager
+def _eval_mode(*models):
+    "The `nn.Module`s among `models` in eval mode (no dropout) inside the block; their modes are restored after."
+    ms = [m for m in models if isinstance(m, nn.Module)]; was = [m.training for m in ms]
+    for m in ms: m.eval()
+    try: yield
+    finally:
+        for m, w in zip(ms, was): m.train(w)
+
 def sample_and_score(generator:Generator,  # samples from the current policy
                      reward_model:nn.Module, reward_tokenizer,
                      prompts:list,           # this iteration's prompts
@@ -223,14 +234,16 @@ def sample_and_score(generator:Generator,  # samples from the current policy
                      seed:int=0              # sampling seed
                     )->ScoredBatch:
     "Sample `config.k` responses per prompt in one batched call, score them, mask degenerate ones, select."
-    comps = generator.generate(prompts, n=config.k, temperature=config.temperature, top_p=config.top_p,
-                               max_new_tokens=config.max_new_tokens, stop=config.stop or None, seed=seed)
+    with _eval_mode(getattr(generator, 'model', None)):   # an HF policy samples without dropout, whatever its mode
+        comps = generator.generate(prompts, n=config.k, temperature=config.temperature, top_p=config.top_p,
+                                   max_new_tokens=config.max_new_tokens, stop=config.stop or None, seed=seed)
     responses = [[c.text for c in cs] for cs in comps]
     truncated = [[c.finish_reason == 'length' for c in cs] for cs in comps]
     if any(len(r) != config.k for r in responses): raise RuntimeError(f'the generator returned {[len(r) for r in responses]} samples per prompt, not k={config.k}')
     texts = [reward_text(p, r, reward_tokenizer) for p, rs in zip(prompts, responses) for r in rs]
-    scores = score_texts(reward_model, reward_tokenizer, texts, batch_size=config.reward_batch_size,
-                         max_length=config.reward_max_length).double().view(len(prompts), config.k)
+    with _eval_mode(reward_model):                          # and the reward model scores without it
+        scores = score_texts(reward_model, reward_tokenizer, texts, batch_size=config.reward_batch_size,
+                             max_length=config.reward_max_length).double().view(len(prompts), config.k)
     reasons = [[degenerate_reason(r, config.min_chars, config.bad_markers, t, config.drop_truncated) for r, t in zip(rs, ts)]
                for rs, ts in zip(responses, truncated)]
     rewards = mask_degenerate(scores, reasons)
@@ -306,13 +319,17 @@ def load_weights_into(policy:nn.Module, path:str|Path):
     del loaded; gc.collect()
 
 # %% ../../nbs/36_raft.ipynb #f11e1790
-def _check_resume_config(path:Path, config:RAFTConfig):
-    "Warn if a rerun changes settings that make its iterations differ from the earlier ones'."
-    if not path.exists(): return
-    old = read_json(path)
-    free = {'iterations', 'output_dir', 'verbose', 'keep_checkpoints', 'save_samples', 'generation_batch_size', 'reward_batch_size'}
-    diff = [f.name for f in fields(config) if f.name not in free and f.name in old and old[f.name] != getattr(config, f.name)]
-    if diff: warnings.warn(f'{path}: resuming with changed settings {diff}; earlier iterations used {[old[k] for k in diff]}')
+RAFT_FREE = ('iterations', 'output_dir', 'verbose', 'keep_checkpoints', 'save_samples', 'reward_batch_size')
+
+def raft_settings(config:RAFTConfig, prompts:list, extra:dict|None=None)->dict:
+    "What makes a RAFT run's iterations what they are: the config, a digest of the prompt pool, and `extra` (e.g. model names)."
+    digest = hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()[:16]
+    return {**config.to_dict(), 'prompts': digest, **(extra or {})}
+
+def _check_resume_config(out:Path, config:RAFTConfig, prompts:list, extra:dict|None):
+    "Refuse a rerun whose settings differ from the recorded ones (`core.check_resume_settings`), except `RAFT_FREE`."
+    legacy = read_json(out/'raft_config.json') if (out/'raft_config.json').exists() else None   # a run from before the rule
+    check_resume_settings(out/RESUME_SETTINGS, raft_settings(config, prompts, extra), RAFT_FREE, 'RAFT run', recorded=legacy)
 
 def _restore(out:Path, policy:nn.Module, writer:JsonlWriter, done:dict[int, dict])->int:
     "Load the newest checkpoint into `policy` (re-logging its record if needed); the last completed iteration."
@@ -333,7 +350,8 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
          reward_tokenizer,                 # its tokenizer
          prompts:Sequence,                 # the prompt pool: strings or chat message lists
          config:RAFTConfig|None=None,
-         generator:Generator|Callable|None=None # a Generator on the policy, a factory (policy, tokenizer) -> Generator, or None: HFGenerator
+         generator:Generator|Callable|None=None, # a Generator on the policy, a factory (policy, tokenizer) -> Generator, or None: HFGenerator
+         settings:dict|None=None           # what else identifies the run (model names, ...), checked on resume like the config
         )->list[dict]:
     "Run (or resume) RAFT; returns the record of every iteration, oldest first."
     config = (config or RAFTConfig()).check()
@@ -343,7 +361,7 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
     prompts = check_prompts(prompts)
     if not prompts: raise ValueError('raft needs at least one prompt')
     out = Path(config.output_dir); out.mkdir(parents=True, exist_ok=True)
-    _check_resume_config(out/'raft_config.json', config)
+    _check_resume_config(out, config, prompts, settings)
     config.to_json(out/'raft_config.json')
     if config.prompts_per_iteration > len(prompts):
         warnings.warn(f'prompts_per_iteration={config.prompts_per_iteration} is more than the {len(prompts)} prompts; using all of them each iteration')
