@@ -41,14 +41,17 @@ def main(argv=None):
     args, config = parse_args(argv)
     from pathlib import Path
     from social_align.models import load_causal_lm, load_reward_model, load_tokenizer
+    from social_align.models import RewardHeadMissingError
+    from social_align.core import DataError, ResumeSettingsError
     from social_align.trainers.raft import raft, load_prompts, plot_raft
-    prompts = load_prompts(args.prompts_path, field=args.prompt_field)
+    try:
+        prompts = load_prompts(args.prompts_path, field=args.prompt_field)
+        tok = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path)
+        policy = load_causal_lm(args.model_name_or_path, dtype=args.dtype, device=args.device)
+        rtok = load_tokenizer(args.reward_tokenizer_name_or_path or args.reward_model_name_or_path)
+        rm = load_reward_model(args.reward_model_name_or_path, dtype=args.dtype, device=args.device, tokenizer=rtok)
+    except (DataError, FileNotFoundError, RewardHeadMissingError) as e: sys.exit(f'raft.py: error: {e}')
     if args.as_chat: prompts = [[{'role': 'user', 'content': p}] if isinstance(p, str) else p for p in prompts]
-    tok = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path)
-    policy = load_causal_lm(args.model_name_or_path, dtype=args.dtype, device=args.device)
-    rtok = load_tokenizer(args.reward_tokenizer_name_or_path or args.reward_model_name_or_path)
-    rm = load_reward_model(args.reward_model_name_or_path, dtype=args.dtype, device=args.device, tokenizer=rtok)
-    from social_align.core import ResumeSettingsError
     settings = {k: v for k, v in vars(args).items() if k not in RUN_ONLY}
     try: results = raft(policy, tok, rm, rtok, prompts, config, settings=settings)
     except ResumeSettingsError as e: sys.exit(f'raft.py: error: {e}')

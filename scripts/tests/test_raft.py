@@ -86,6 +86,12 @@ def test_raft_script_refuses_bad_values(models, tmp_path):
                         '--reward_model_name_or_path', str(models/'rm'), '--prompts_path', str(models/'prompts.jsonl'),
                         '--output_dir', str(tmp_path/'x'), '--k', '0'], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and 'k must be a positive integer' in r.stderr
+    # a causal LM is not a reward model: its random score head used to rank the samples, and the run exited 0
+    r = subprocess.run([sys.executable, str(SCRIPT), '--model_name_or_path', str(models/'policy'),
+                        '--reward_model_name_or_path', str(models/'policy'), '--prompts_path', str(models/'prompts.jsonl'),
+                        '--output_dir', str(tmp_path/'y')], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and 'raft.py: error:' in r.stderr and str(models/'policy') in r.stderr and 'score.weight' in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path/'y'/'iterations.jsonl').exists()
 
 
 def test_resume_with_other_settings_is_refused(models, tmp_path):
