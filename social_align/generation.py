@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 from .core import Config, get_device
-from .models import (format_prompt, check_messages, ensure_pad_token, load_tokenizer, load_causal_lm,
+from .models import (eval_mode, format_prompt, check_messages, ensure_pad_token, load_tokenizer, load_causal_lm,
                                  resolve_model_source, resolve_dtype)
 
 # %% auto #0
@@ -222,7 +222,7 @@ class HFGenerator(Generator):
         gen_cfg = self._gen_config(cfg)
         show = progress if progress is not None else len(batches) > 8
         devs = [self.model.device.index or 0] if self.model.device.type == 'cuda' else []
-        with torch.random.fork_rng(devices=devs):
+        with torch.random.fork_rng(devices=devs), eval_mode(self.model):   # no dropout, whatever mode a trainer left
             torch.manual_seed(cfg.seed)
             for batch in tqdm(batches, disable=not show, desc='generating'):
                 input_ids, mask = self._batch([ids[p] for p, _ in batch])

@@ -5,6 +5,7 @@
 # %% ../nbs/01_models.ipynb #026de816
 from __future__ import annotations
 import copy, json, os, re, warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,8 +21,9 @@ __all__ = ['TINY_CHAT_TEMPLATE', 'TINY_CORPUS', 'resolve_dtype', 'is_path_like',
            'format_prompt', 'train_bpe_tokenizer', 'tiny_llama_config', 'build_tiny_causal_lm',
            'build_tiny_reward_model', 'save_model', 'tiny_tokenizer', 'freeze', 'load_causal_lm',
            'load_reference_model', 'is_decoder_reward_model', 'RewardHeadMissingError', 'load_reward_model',
-           'last_token_index', 'positions_from_mask', 'sequence_rewards', 'with_eos', 'score_texts', 'reward_tokenizer',
-           'reward_tokenizer_to_save', 'minilm_path', 'Embedder', 'cosine_similarity', 'minilm_reward_model']
+           'eval_mode', 'last_token_index', 'positions_from_mask', 'sequence_rewards', 'with_eos', 'score_texts',
+           'reward_tokenizer', 'reward_tokenizer_to_save', 'minilm_path', 'Embedder', 'cosine_similarity',
+           'minilm_reward_model']
 
 # %% ../nbs/01_models.ipynb #5a223ed2
 _DTYPES = {'fp32': torch.float32, 'float32': torch.float32, 'float': torch.float32,
@@ -326,6 +328,16 @@ class _quiet_transformers:
         from transformers.utils import logging
         logging.set_verbosity(self.level)
 
+# %% ../nbs/01_models.ipynb #78c5b28e
+@contextmanager
+def eval_mode(*models):   # `nn.Module`s (anything else, e.g. None, is ignored)
+    "The modules among `models` in eval mode (no dropout) inside the block; each gets its own mode back after."
+    ms = [m for m in models if isinstance(m, nn.Module)]; was = [m.training for m in ms]
+    for m in ms: m.eval()
+    try: yield
+    finally:
+        for m, w in zip(ms, was): m.train(w)
+
 # %% ../nbs/01_models.ipynb #f96016e4
 def last_token_index(attention_mask:torch.Tensor # (batch, seq) of 0/1
                     )->torch.Tensor:
@@ -365,7 +377,7 @@ def score_texts(model:nn.Module, tokenizer,
                 padding_side:str|None=None,    # None: the tokenizer's side (decoders) / right (encoders)
                 append_eos:bool|None=None      # default: True for decoder reward models (no effect on a tokenizer that appends EOS itself)
                )->torch.Tensor:
-    "Rewards of `texts`, `(len(texts),)` float32 on the CPU; independent of batch size and padding side."
+    "Rewards of `texts`, `(len(texts),)` float32 on the CPU (in eval mode); independent of batch size and padding side."
     texts = list(texts)
     if not texts: return torch.zeros(0)
     for i, t in enumerate(texts):
@@ -381,10 +393,11 @@ def score_texts(model:nn.Module, tokenizer,
     tokenizer.padding_side, tokenizer.truncation_side = side, 'left'
     try:
         out, dev = [], next(model.parameters()).device
-        for s in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[s:s+batch_size], return_tensors='pt', padding=True, add_special_tokens=True,
-                            truncation=max_length is not None, max_length=max_length)
-            out.append(sequence_rewards(model, enc['input_ids'].to(dev), enc['attention_mask'].to(dev)).cpu())
+        with eval_mode(model):     # no dropout while scoring, whatever mode the model was left in
+            for s in range(0, len(texts), batch_size):
+                enc = tokenizer(texts[s:s+batch_size], return_tensors='pt', padding=True, add_special_tokens=True,
+                                truncation=max_length is not None, max_length=max_length)
+                out.append(sequence_rewards(model, enc['input_ids'].to(dev), enc['attention_mask'].to(dev)).cpu())
     finally: tokenizer.padding_side, tokenizer.truncation_side = old
     return torch.cat(out)
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from .core import Config, DataError, JsonlWriter, done_keys, read_jsonl, write_jsonl
 from .data import as_text, check_text, iter_file_records
-from .models import ensure_pad_token
+from .models import ensure_pad_token, eval_mode
 from .logprobs import make_batch, forward_logprobs, sequence_logprobs
 from .trainers.base import encode_prompt_response, truncate_pair
 from .synthetic_feedback import chunk_seed, read_lines, todo_chunks
@@ -292,16 +292,14 @@ def mean_response_logprobs(model:nn.Module,        # the causal LM that scores
         seqs.append(pr if max_length is None else truncate_pair(*pr, max_length, side='left'))
     out = [math.nan] * len(seqs)
     order = sorted((i for i, s in enumerate(seqs) if s is not None), key=lambda i: -sum(map(len, seqs[i])))
-    dev, was_training = next(model.parameters()).device, model.training
-    model.eval()
-    try:
+    dev = next(model.parameters()).device
+    with eval_mode(model):
         for c in range(0, len(order), batch_size):
             idx = order[c:c+batch_size]
             batch = make_batch([seqs[i][0] + seqs[i][1] for i in idx], [[0]*len(seqs[i][0]) + [1]*len(seqs[i][1]) for i in idx],
                                tokenizer.pad_token_id, 'right')
             tlp, mask = forward_logprobs(model, {k: v.to(dev) for k, v in batch.items()})
             for i, v in zip(idx, sequence_logprobs(tlp, mask, average=True).float().tolist()): out[i] = v
-    finally: model.train(was_training)
     return out
 
 LOGP_KEYS = ('o_pos', 'p_pos', 'n_pos', 'o_neg', 'p_neg', 'n_neg')   # ℓ̄_{o,p,n}(y⁺), ℓ̄_{o,p,n}(y⁻)

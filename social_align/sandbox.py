@@ -242,9 +242,8 @@ class RewardModelJudge:
 
     def rewards(self, texts):
         "Reward-model scores of `texts`, with the model in eval mode (no dropout) while it scores; its mode is restored."
-        was = self.model.training; self.model.eval()
-        try: return self._score(self.model, self.tokenizer, texts, self.batch_size, self.max_length)
-        finally: self.model.train(was)
+        from social_align.models import eval_mode
+        with eval_mode(self.model): return self._score(self.model, self.tokenizer, texts, self.batch_size, self.max_length)
 
     def to_scale(self, reward:float)->float:
         "The reward on the 1-7 scale."

@@ -5,7 +5,6 @@
 # %% ../../nbs/36_raft.ipynb #d9181f86
 from __future__ import annotations
 import gc, hashlib, json, math, os, random, shutil, time, warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,7 +14,7 @@ from torch import nn
 
 from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure
 from ..generation import Generator, HFGenerator, check_prompts
-from ..models import format_prompt, save_model, score_texts
+from ..models import eval_mode, format_prompt, save_model, score_texts
 
 # %% auto #0
 __all__ = ['CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'distinct_n', 'degenerate_reason', 'mask_degenerate', 'select_local',
@@ -218,15 +217,6 @@ class ScoredBatch:
         "The `sft` records to finetune on: `{prompt, completion}` of each kept sample."
         return [{'prompt': self.prompts[p], 'completion': self.responses[p][k]} for p, k in self.kept]
 
-@contextmanager
-def _eval_mode(*models):
-    "The `nn.Module`s among `models` in eval mode (no dropout) inside the block; their modes are restored after."
-    ms = [m for m in models if isinstance(m, nn.Module)]; was = [m.training for m in ms]
-    for m in ms: m.eval()
-    try: yield
-    finally:
-        for m, w in zip(ms, was): m.train(w)
-
 def sample_and_score(generator:Generator,  # samples from the current policy
                      reward_model:nn.Module, reward_tokenizer,
                      prompts:list,           # this iteration's prompts
@@ -234,14 +224,14 @@ def sample_and_score(generator:Generator,  # samples from the current policy
                      seed:int=0              # sampling seed
                     )->ScoredBatch:
     "Sample `config.k` responses per prompt in one batched call, score them, mask degenerate ones, select."
-    with _eval_mode(getattr(generator, 'model', None)):   # an HF policy samples without dropout, whatever its mode
+    with eval_mode(getattr(generator, 'model', None)):   # an HF policy samples without dropout, whatever its mode
         comps = generator.generate(prompts, n=config.k, temperature=config.temperature, top_p=config.top_p,
                                    max_new_tokens=config.max_new_tokens, stop=config.stop or None, seed=seed)
     responses = [[c.text for c in cs] for cs in comps]
     truncated = [[c.finish_reason == 'length' for c in cs] for cs in comps]
     if any(len(r) != config.k for r in responses): raise RuntimeError(f'the generator returned {[len(r) for r in responses]} samples per prompt, not k={config.k}')
     texts = [reward_text(p, r, reward_tokenizer) for p, rs in zip(prompts, responses) for r in rs]
-    with _eval_mode(reward_model):                          # and the reward model scores without it
+    with eval_mode(reward_model):                          # and the reward model scores without it
         scores = score_texts(reward_model, reward_tokenizer, texts, batch_size=config.reward_batch_size,
                              max_length=config.reward_max_length).double().view(len(prompts), config.k)
     reasons = [[degenerate_reason(r, config.min_chars, config.bad_markers, t, config.drop_truncated) for r, t in zip(rs, ts)]
