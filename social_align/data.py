@@ -7,21 +7,23 @@ from __future__ import annotations
 import json, numbers, warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from .core import DataError, input_file, iter_jsonl, read_json
 
 # %% auto #0
-__all__ = ['ROLES', 'INTERACTION_FIELDS', 'SCHEMAS', 'check_messages', 'check_text', 'check_number', 'Schema', 'get_schema',
-           'iter_file_records', 'load_records', 'load_dataset_records', 'as_text']
+__all__ = ['ROLES', 'PROMPT_ROLES', 'INTERACTION_FIELDS', 'SCHEMAS', 'PROMPT_SCHEMA', 'chat_problem', 'check_text',
+           'check_number', 'check_messages', 'Schema', 'get_schema', 'iter_file_records', 'load_records',
+           'load_dataset_records', 'read_lines', 'load_prompts', 'as_text']
 
 # %% ../nbs/03_data.ipynb #7f8cfd03
 ROLES = ('system', 'user', 'assistant', 'tool')
+PROMPT_ROLES = ('system', 'user', 'assistant')   # a prompt's roles: the plain template has no turn marker for tool output
 
 def _is_messages(x)->bool:
     return isinstance(x, list) and len(x) > 0 and all(isinstance(m, dict) and 'role' in m and 'content' in m for m in x)
 
-def check_messages(x, field:str, roles:tuple=ROLES)->str|None:
+def chat_problem(x, field:str='messages', roles:tuple=ROLES)->str|None:
     "Why `x` is not a valid chat message list with roles from `roles` (None if it is)."
     if not isinstance(x, list) or not x: return 'expected a non-empty list of chat messages'
     for i, m in enumerate(x):
@@ -34,7 +36,7 @@ def check_text(x, field:str, allow_empty:bool=False)->str|None:
     "Why `x` is not a text: a string, or a chat message list (None if it is)."
     if isinstance(x, str):
         return None if (allow_empty or x.strip()) else 'is empty'
-    if isinstance(x, list): return check_messages(x, field)
+    if isinstance(x, list): return chat_problem(x, field)
     return f'expected a string or a list of chat messages, got {type(x).__name__}'
 
 def check_number(x, field:str, lo:float|None=None, hi:float|None=None)->str|None:
@@ -43,6 +45,16 @@ def check_number(x, field:str, lo:float|None=None, hi:float|None=None)->str|None
     if x != x: return 'is NaN'
     if (lo is not None and x < lo) or (hi is not None and x > hi): return f'{x} is outside [{lo}, {hi}]'
     return None
+
+
+# %% ../nbs/03_data.ipynb #fb03a073
+def check_messages(messages:Any,              # a chat: a non-empty list of `{'role', 'content'}` dicts
+                   where:str='prompt',        # what is checked, for the message ('prompt 3', 'messages', ...)
+                   roles:tuple=PROMPT_ROLES   # the roles allowed (a prompt's by default)
+                  )->list[dict]:
+    "Validate a chat, raising a `ValueError` that names `where` and the problem (`chat_problem`'s words); returns it as a list."
+    if (problem := chat_problem(messages, where, roles)) is not None: raise ValueError(f'{where}: {problem}')
+    return list(messages)
 
 # %% ../nbs/03_data.ipynb #52078dc2
 @dataclass
@@ -109,7 +121,7 @@ def _check_principled(r):
 
 def _check_sft(r):
     if 'messages' in r:
-        if m := check_messages(r['messages'], 'messages'): return ('messages', m)
+        if m := chat_problem(r['messages'], 'messages'): return ('messages', m)
         if r['messages'][-1]['role'] != 'assistant': return ('messages', 'the last message must be the assistant turn to learn')
         return None
     if 'prompt' not in r or 'completion' not in r:
@@ -171,14 +183,14 @@ def iter_file_records(path:str|Path,       # a .json file (a list, or `{key: [..
         for line, r in iter_jsonl(path, with_lines=True): yield (path, line, r)
 
 def _records_with_place(src)->Iterable[tuple[Any, int|None, dict]]:
-    "Yield (path, line-or-index, record) from a file or a dataset."
+    "Yield (place, line-or-index, record) from a file, a list or a dataset (place: the file, `records row`, `dataset row`)."
     try: import datasets
     except ImportError: datasets = None
     if datasets is not None and isinstance(src, (datasets.Dataset, )):
-        for i, r in enumerate(src): yield ('dataset', i, r)
+        for i, r in enumerate(src): yield ('dataset row', i, r)
         return
-    if isinstance(src, list):
-        for i, r in enumerate(src): yield ('records', i, r)
+    if isinstance(src, (list, tuple)):
+        for i, r in enumerate(src): yield ('records row', i, r)
         return
     yield from iter_file_records(src)
 
@@ -189,20 +201,61 @@ def load_records(src,                  # a .jsonl/.json path, a list of dicts, o
     "Load and validate records; a bad record raises `DataError` naming its file, line and field; records that teach nothing are counted in a warning."
     schema = get_schema(schema)
     out, weak = [], {}
-    for where, i, r in _records_with_place(src):
-        place = where if where not in ('records', 'dataset') else f'{where} row'
+    for place, i, r in _records_with_place(src):
         if (p := schema.problem(r)) is not None: raise DataError(p[1], place, i, p[0] or None)
         if schema.no_signal and (why := schema.no_signal(r)): weak.setdefault(why, []).append(f'{place}:{i}')
         out.append(r)
     for why, places in weak.items():
         warnings.warn(f'{len(places)} of {len(out)} {schema.name} records {why}; they are kept (first: {places[0]})')
-    if not out and not allow_empty: raise DataError(f'no {schema.name} records found', src if not isinstance(src, list) else None)
+    if not out and not allow_empty: raise DataError(f'no {schema.name} records found', src if isinstance(src, (str, Path)) else None)
     return out
 
 def load_dataset_records(src, schema:str|Schema):
     "Load and validate records as a `datasets.Dataset` (the form TRL's and our trainers take)."
     import datasets
     return datasets.Dataset.from_list(load_records(src, schema))
+
+# %% ../nbs/03_data.ipynb #acee2cfb
+def read_lines(path:str|Path,        # a text file, one item a line
+               what:str='line',      # what an item is, for error messages
+               allow_empty:bool=False # an empty (or missing-content) file is fine
+              )->list[str]:
+    "Non-blank lines of a UTF-8 file, stripped; `DataError` naming the file (and line) if it has none or is not text."
+    path = input_file(path, 'text file')
+    data = path.read_bytes()
+    try: text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise DataError(f'not UTF-8 text ({e.reason}: byte 0x{data[e.start]:02x})', path, data[:e.start].count(b'\n') + 1) from None
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    if not lines and not allow_empty: raise DataError(f'no {what} in the file (it is empty)', path)
+    return lines
+
+# %% ../nbs/03_data.ipynb #a7ba5924
+def _check_prompt(r):
+    x = r['prompt']
+    m = chat_problem(x, 'prompt', PROMPT_ROLES) if isinstance(x, list) else check_text(x, 'prompt')
+    return ('prompt', m) if m else None
+
+PROMPT_SCHEMA = Schema('prompt', ('prompt',), check=_check_prompt)
+
+# %% ../nbs/03_data.ipynb #1aa0d626
+def load_prompts(src,                  # a .jsonl/.json file, a text file (one prompt a line), a list, or a `datasets.Dataset`
+                 field:str|Sequence[str]='prompt' # the record field holding the prompt (several: the first a record has)
+                )->list:
+    "Validated prompts (strings or chats); a bad one raises `DataError` naming its file, line (or row) and field."
+    if isinstance(src, (str, Path)) and Path(src).suffix not in ('.jsonl', '.json'): return read_lines(src, 'prompt')
+    fields, out = ((field,) if isinstance(field, str) else tuple(field)), []
+    for place, i, r in _records_with_place(src):
+        f = next((k for k in fields if k in r), None) if isinstance(r, dict) else None
+        if isinstance(r, (str, list)): rec = {'prompt': r}                  # a bare prompt
+        elif f is not None: rec = {'prompt': r[f]}
+        elif isinstance(r, dict):
+            raise DataError(f"missing (a prompt record holds its prompt under {' or '.join(map(repr, fields))})", place, i, fields[0])
+        else: raise DataError(f'expected a prompt (text or chat) or a record with {fields[0]!r}, got {type(r).__name__}', place, i)
+        if p := PROMPT_SCHEMA.problem(rec): raise DataError(p[1] if f else f'prompt {p[1]}', place, i, f)
+        out.append(rec['prompt'])
+    if not out: raise DataError('no prompts found', src if isinstance(src, (str, Path)) else None)
+    return out
 
 # %% ../nbs/03_data.ipynb #548d6b1b
 def as_text(x:str|list[dict])->str:

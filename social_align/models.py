@@ -13,17 +13,16 @@ import numpy as np
 import torch
 from torch import nn
 from .core import get_device
-from .data import as_text, check_messages as _chat_problem
+from .data import as_text, check_messages   # one chat check for records and prompts: see social_align.data
 
 # %% auto #0
 __all__ = ['TINY_CHAT_TEMPLATE', 'TINY_CORPUS', 'resolve_dtype', 'is_path_like', 'resolve_model_source', 'ensure_pad_token',
-           'load_tokenizer', 'tokenizer_appends_eos', 'set_eos_append', 'check_messages', 'plain_chat_template',
-           'format_prompt', 'train_bpe_tokenizer', 'tiny_llama_config', 'build_tiny_causal_lm',
-           'build_tiny_reward_model', 'save_model', 'tiny_tokenizer', 'freeze', 'load_causal_lm',
-           'load_reference_model', 'is_decoder_reward_model', 'RewardHeadMissingError', 'load_reward_model',
-           'eval_mode', 'last_token_index', 'positions_from_mask', 'sequence_rewards', 'with_eos', 'score_texts',
-           'reward_tokenizer', 'reward_tokenizer_to_save', 'minilm_path', 'Embedder', 'cosine_similarity',
-           'minilm_reward_model']
+           'load_tokenizer', 'tokenizer_appends_eos', 'set_eos_append', 'plain_chat_template', 'format_prompt',
+           'train_bpe_tokenizer', 'tiny_llama_config', 'build_tiny_causal_lm', 'build_tiny_reward_model', 'save_model',
+           'tiny_tokenizer', 'freeze', 'load_causal_lm', 'load_reference_model', 'is_decoder_reward_model',
+           'RewardHeadMissingError', 'load_reward_model', 'eval_mode', 'last_token_index', 'positions_from_mask',
+           'sequence_rewards', 'with_eos', 'score_texts', 'reward_tokenizer', 'reward_tokenizer_to_save', 'minilm_path',
+           'Embedder', 'cosine_similarity', 'minilm_reward_model']
 
 # %% ../nbs/01_models.ipynb #5a223ed2
 _DTYPES = {'fp32': torch.float32, 'float32': torch.float32, 'float': torch.float32,
@@ -143,13 +142,6 @@ def _library_eos_convention(tokenizer):
         return tokenizer
 
 # %% ../nbs/01_models.ipynb #34de09e7
-_ROLES = ('system', 'user', 'assistant')   # a prompt's roles: the plain template has no turn marker for tool output
-
-def check_messages(messages:Any, where:str='prompt')->list[dict]:
-    "Validate a chat (a non-empty list of `{'role', 'content'}` dicts), raising a `ValueError` that names the problem."
-    if (problem := _chat_problem(messages, where, roles=_ROLES)) is not None: raise ValueError(f'{where}: {problem}')
-    return list(messages)
-
 def plain_chat_template(messages:list[dict], add_generation_prompt:bool=True)->str:
     "The `Human: ...\\n\\nAssistant: ...` text of a chat, for tokenizers without a chat template."
     return as_text(messages) + ('\n\nAssistant:' if add_generation_prompt else '')

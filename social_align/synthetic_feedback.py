@@ -10,16 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .core import Config, DataError, JsonlWriter, read_json, iter_jsonl
+from .core import Config, DataError, JsonlWriter, read_json, iter_jsonl, repair_torn_tail
+from .data import load_prompts, read_lines    # their home is social_align.data; importable from here too
 
 # %% auto #0
-__all__ = ['PG_END_PUNCT', 'TURN_MARKERS', 'ROLE_NAMES', 'BAD_RULES', 'almost_asset', 'read_lines', 'repair_torn_tail',
-           'load_seed_file', 'chunk_seed', 'todo_chunks', 'rouge_tokens', 'lcs_length', 'rouge_l', 'PGConfig',
-           'pg_prompt', 'first_query_line', 'pg_length_problem', 'max_rouge_l', 'mine_prompts', 'Demonstrations',
-           'load_demonstrations', 'render_dialogue', 'rg_prompt', 'bad_reasons', 'is_bad', 'RGConfiguration',
-           'RGConfig', 'load_configurations', 'load_prompts', 'generate_responses', 'normalize_rubric', 'rank_pairs',
-           'length_stats', 'heuristic_drop', 'load_rg_outputs', 'dialogue_prompt', 'compare_prompt',
-           'build_comparisons', 'RMSPConfig', 'dialogue_text', 'dialogue_context', 'pick_best', 'self_play']
+__all__ = ['PG_END_PUNCT', 'TURN_MARKERS', 'ROLE_NAMES', 'BAD_RULES', 'almost_asset', 'load_seed_file', 'chunk_seed',
+           'todo_chunks', 'rouge_tokens', 'lcs_length', 'rouge_l', 'PGConfig', 'pg_prompt', 'first_query_line',
+           'pg_length_problem', 'max_rouge_l', 'mine_prompts', 'Demonstrations', 'load_demonstrations',
+           'render_dialogue', 'rg_prompt', 'bad_reasons', 'is_bad', 'RGConfiguration', 'RGConfig',
+           'load_configurations', 'generate_responses', 'normalize_rubric', 'rank_pairs', 'length_stats',
+           'heuristic_drop', 'load_rg_outputs', 'dialogue_prompt', 'compare_prompt', 'build_comparisons', 'RMSPConfig',
+           'dialogue_text', 'dialogue_context', 'pick_best', 'self_play']
 
 # %% ../nbs/12_synthetic_feedback.ipynb #47462dc4
 def almost_asset(name:str # file name inside `social_align/assets/almost/`
@@ -31,29 +32,6 @@ def almost_asset(name:str # file name inside `social_align/assets/almost/`
     return p
 
 # %% ../nbs/12_synthetic_feedback.ipynb #b3f01e7c
-def read_lines(path:str|Path,        # a text file, one item a line
-               what:str='line',      # what an item is, for error messages
-               allow_empty:bool=False # an empty (or missing-content) file is fine
-              )->list[str]:
-    "Non-blank lines of a UTF-8 file, stripped; `DataError` naming the file (and line) if it has none or is not text."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'{path}: no such file')
-    data = path.read_bytes()
-    try: text = data.decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise DataError(f'not UTF-8 text ({e.reason}: byte 0x{data[e.start]:02x})', path, data[:e.start].count(b'\n') + 1) from None
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
-    if not lines and not allow_empty: raise DataError(f'no {what} in the file (it is empty)', path)
-    return lines
-
-def repair_torn_tail(path:str|Path):
-    "Cut a last line that has no newline (an interrupted append) so that appending continues cleanly."
-    path = Path(path)
-    if not path.exists() or path.stat().st_size == 0: return
-    data = path.read_bytes()
-    if data.endswith(b'\n'): return
-    path.write_bytes(data[:data.rfind(b'\n') + 1])
-
 def load_seed_file(path:str|Path # first line: the instruction; then one seed query a line
                   )->tuple[str, list[str]]:
     "`(instruction, seed queries)` of a PG seed file."
@@ -293,10 +271,6 @@ def load_configurations(path:str|Path # JSON list of {name, model, demonstration
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup: raise DataError(f'configuration name {dup!r} is used twice', path)
     return out
-
-def load_prompts(path:str|Path)->list[str]:
-    "Queries, one a line (PG's output)."
-    return read_lines(path, 'prompt')
 
 def _existing_responses(path:Path, prompts:list[str])->int:
     "How many records `path` already holds, checking they answer `prompts` in order."
