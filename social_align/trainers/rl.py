@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn, Tensor
+from fastcore.basics import patch
 
 from ..core import DataError, atomic_write_json, read_json, pyplot, finish_figure
 from ..data import Schema, check_text, load_records
@@ -18,131 +19,18 @@ from ..generation import Generator, HFGenerator
 from ..models import (load_tokenizer, load_causal_lm, load_reference_model, load_reward_model, ensure_pad_token,
                                  score_texts, is_decoder_reward_model, positions_from_mask, freeze)
 from ..logprobs import pad_sequences
+from ..losses.rl import (masked_mean, masked_var, whiten, gae, rloo_advantages, clipped_policy_loss, clipped_value_loss,
+                                    kl_penalized_rewards, FixedKLController, AdaptiveKLController)
 from .base import AlignmentConfig, disable_dropout
 
 # %% auto #0
-__all__ = ['PROMPT_SCHEMA', 'masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss',
-           'clipped_value_loss', 'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController', 'RLConfig',
-           'load_prompts', 'rollout_batch', 'response_logprobs', 'value_predictions', 'PolicyAndValue', 'RLState',
-           'value_model_from_policy', 'checkpoints', 'RLTrainer', 'plot_rl']
+__all__ = ['PROMPT_SCHEMA', 'RLConfig', 'load_prompts', 'rollout_batch', 'response_logprobs', 'value_predictions',
+           'PolicyAndValue', 'RLState', 'value_model_from_policy', 'RLTrainer', 'checkpoints', 'plot_rl', 'masked_mean',
+           'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss', 'clipped_value_loss',
+           'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController']
 
-# %% ../../nbs/37_trainer_rl.ipynb #6702e194
-def masked_mean(x:Tensor,              # values
-                mask:Tensor|None=None, # 1 where a value counts (None: all)
-                dim:int|None=None      # reduce this dimension only (None: everything)
-               )->Tensor:
-    "Mean of `x` over the entries where `mask` is 1 (0 when there is none)."
-    if mask is None: return x.mean() if dim is None else x.mean(dim)
-    m = mask.to(x.dtype)
-    if dim is None: return (x * m).sum() / m.sum().clamp(min=1)
-    return (x * m).sum(dim) / m.sum(dim).clamp(min=1)
-
-def masked_var(x:Tensor, mask:Tensor|None=None, unbiased:bool=True)->Tensor:
-    "Variance of `x` over the masked entries (Bessel-corrected by default; needs 2 entries or more)."
-    n = x.numel() if mask is None else int(mask.sum())
-    if n < 2 and unbiased: raise ValueError(f'the variance needs at least 2 values, got {n}')
-    var = masked_mean((x - masked_mean(x, mask))**2, mask)
-    return var * n / (n - 1) if unbiased else var
-
-def whiten(x:Tensor,                # values, e.g. advantages [N, R]
-           mask:Tensor|None=None,   # 1 on the entries that count (None: all)
-           shift_mean:bool=True,    # False: rescale only, keeping the mean
-           eps:float=1e-8)->Tensor:
-    "`(x - mean) / std` over the masked entries (mean added back if not `shift_mean`); masked-out entries become 0."
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
-    out = (x - mean) * torch.rsqrt(var + eps)
-    if not shift_mean: out = out + mean
-    return out if mask is None else out * mask.to(x.dtype)
-
-# %% ../../nbs/37_trainer_rl.ipynb #e44ea4dc
-def gae(rewards:Tensor,  # [N, R] per-token rewards
-        values:Tensor,   # [N, R] value estimates at each response token
-        mask:Tensor,     # [N, R] 1 on real response tokens
-        gamma:float=1.0, # discount
-        lam:float=0.95   # GAE λ: 0 = one-step TD, 1 = Monte-Carlo
-       )->tuple[Tensor, Tensor]: # (advantages, returns), 0 where mask is 0
-    "Generalized advantage estimates and returns, right to left over the response tokens."
-    if not (rewards.shape == values.shape == mask.shape):
-        raise ValueError(f'rewards {tuple(rewards.shape)}, values {tuple(values.shape)} and mask {tuple(mask.shape)} must have one shape')
-    m = mask.to(rewards.dtype); values = values.to(rewards.dtype)
-    T = rewards.shape[-1]
-    adv, last = torch.zeros_like(rewards), torch.zeros_like(rewards[..., 0])
-    for t in reversed(range(T)):
-        next_v = values[..., t+1] * m[..., t+1] if t + 1 < T else torch.zeros_like(last)
-        delta = rewards[..., t] + gamma * next_v - values[..., t]
-        last = (delta + gamma * lam * last) * m[..., t]
-        adv[..., t] = last
-    return adv, (adv + values) * m
-
-# %% ../../nbs/37_trainer_rl.ipynb #3239e18c
-def rloo_advantages(rewards:Tensor, # [P*k] sequence rewards, the k samples of each prompt next to each other
-                    k:int           # samples per prompt (at least 2)
-                   )->Tensor:       # [P*k] reward minus the mean of the other k-1 samples of the same prompt
-    "Leave-one-out advantages of RLOO."
-    if k < 2: raise ValueError(f'RLOO needs at least 2 samples per prompt, got k={k}')
-    if rewards.ndim != 1 or rewards.numel() % k: raise ValueError(f'{tuple(rewards.shape)} rewards cannot be split into groups of k={k}')
-    r = rewards.view(-1, k)
-    return (r - (r.sum(1, keepdim=True) - r) / (k - 1)).flatten()
-
-# %% ../../nbs/37_trainer_rl.ipynb #0ec7e0dd
-def clipped_policy_loss(logps:Tensor,      # log-probs under the policy being updated ([N, R] per token, or [N])
-                        old_logps:Tensor,  # the same under the policy that sampled the rollout
-                        advantages:Tensor, # advantages, same shape (or broadcastable)
-                        mask:Tensor|None=None, # 1 on the entries that count (None: all)
-                        cliprange:float=0.2 # ε: the ratio is clipped to [1-ε, 1+ε]
-                       )->tuple[Tensor, Tensor]: # (loss: masked mean, clip fraction)
-    "PPO's clipped surrogate loss and the share of clipped entries."
-    ratio = torch.exp(logps - old_logps)
-    loss1 = -advantages * ratio
-    loss2 = -advantages * torch.clamp(ratio, 1 - cliprange, 1 + cliprange)
-    return masked_mean(torch.max(loss1, loss2), mask), masked_mean((loss2 > loss1).to(logps.dtype), mask).detach()
-
-def clipped_value_loss(values:Tensor,      # [N, R] value predictions being updated
-                       old_values:Tensor,  # [N, R] value predictions at rollout time
-                       returns:Tensor,     # [N, R] GAE returns (targets)
-                       mask:Tensor|None=None, # 1 on real response tokens
-                       cliprange_value:float=0.2 # ε_v: how far a value may move from its old value before clipping
-                      )->tuple[Tensor, Tensor]: # (0.5 × masked mean of the larger squared error, clip fraction)
-    "PPO's clipped value loss and the share of entries where the clipped error is the larger."
-    clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
-    l1, l2 = (values - returns)**2, (clipped - returns)**2
-    return 0.5 * masked_mean(torch.max(l1, l2), mask), masked_mean((l2 > l1).to(values.dtype), mask).detach()
-
-# %% ../../nbs/37_trainer_rl.ipynb #ab48ccf5
-def kl_penalized_rewards(logps:Tensor,     # [N, R] response-token log-probs under the policy (at rollout)
-                         ref_logps:Tensor, # [N, R] the same under the reference
-                         mask:Tensor,      # [N, R] 1 on real response tokens (contiguous from column 0)
-                         scores:Tensor,    # [N] sequence scores (reward model + reward functions)
-                         kl_coef:float     # β
-                        )->tuple[Tensor, Tensor]: # (per-token rewards [N, R], per-token KL [N, R])
-    "Per-token rewards: −β·KL at every token, plus the score at the last real token."
-    m = mask.to(logps.dtype)
-    if (m.sum(1) == 0).any(): raise ValueError('a response has no token')
-    kl = (logps - ref_logps) * m
-    rewards = -kl_coef * kl
-    last = m.sum(1).long() - 1
-    rewards[torch.arange(len(last)), last] += scores.to(rewards.dtype)
-    return rewards, kl
-
-# %% ../../nbs/37_trainer_rl.ipynb #5ddbcbdf
-class FixedKLController:
-    "A constant KL coefficient."
-    def __init__(self, kl_coef:float): self.value = float(kl_coef)
-    def update(self, current_kl:float, n_steps:int): pass
-
-class AdaptiveKLController:
-    "Adaptive KL coefficient (Ziegler et al. 2019): grows when the KL is above target, shrinks when below."
-    def __init__(self,
-                 init_kl_coef:float,  # starting β
-                 target:float,        # the KL (summed over a response) to steer to
-                 horizon:float):      # samples over which the error is corrected
-        if target <= 0 or horizon <= 0: raise ValueError(f'target ({target}) and horizon ({horizon}) must be positive')
-        self.value, self.target, self.horizon = float(init_kl_coef), float(target), float(horizon)
-
-    def update(self, current_kl:float, n_steps:int):
-        "Move β after a batch of `n_steps` samples whose mean KL was `current_kl`."
-        error = min(max(current_kl / self.target - 1, -0.2), 0.2)
-        self.value *= 1 + error * n_steps / self.horizon
+# %% ../../nbs/37_trainer_rl.ipynb #cbac4412
+_all_ = ['masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss', 'clipped_value_loss', 'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController']
 
 # %% ../../nbs/37_trainer_rl.ipynb #9c95416f
 @dataclass
@@ -260,6 +148,7 @@ class RLState:
     global_step: int = 0
     log_history: list = field(default_factory=list)
 
+# %% ../../nbs/37_trainer_rl.ipynb #e0c70b1c
 def _as_reward_funcs(funcs)->list[Callable]:
     if funcs is None: return []
     funcs = [funcs] if callable(funcs) else list(funcs)
@@ -278,13 +167,6 @@ def value_model_from_policy(policy:nn.Module)->nn.Module:
     nn.init.zeros_(vm.score.weight)
     if getattr(vm.score, 'bias', None) is not None: nn.init.zeros_(vm.score.bias)
     return vm.to(next(policy.parameters()).device, next(policy.parameters()).dtype)
-
-def checkpoints(output_dir:str|Path)->dict[int, Path]:
-    "The complete RL checkpoints in `output_dir`, by step, oldest first."
-    found = {}
-    for p in Path(output_dir).glob('checkpoint-*'):
-        if (m := re.fullmatch(r'checkpoint-(\d+)', p.name)) and (p/'rl_state.json').exists(): found[int(m.group(1))] = p
-    return dict(sorted(found.items()))
 
 # %% ../../nbs/37_trainer_rl.ipynb #8dff8858
 class RLTrainer:
@@ -353,262 +235,287 @@ class RLTrainer:
         self.lr_scheduler = None
         self.vllm, self._vllm_stale = (self._start_vllm(model), False) if args.generation_backend == 'vllm' else (None, False)
 
-    # -- properties ---------------------------------------------------------------------------------------------
     @property
     def policy(self)->nn.Module: return self.accelerator.unwrap_model(self.model).policy
     @property
     def world_size(self)->int: return self.accelerator.num_processes
     def is_world_process_zero(self)->bool: return self.accelerator.is_main_process
 
-    def total_steps(self)->int:
-        "RL steps of the run: `max_steps`, or `num_train_epochs` passes over the prompts."
-        if self.args.max_steps > 0: return self.args.max_steps
-        per_step = self.args.per_device_train_batch_size * self.world_size
-        return max(1, math.ceil(self.args.num_train_epochs * len(self.prompts) / per_step))
+# %% ../../nbs/37_trainer_rl.ipynb #a77b478a
+@patch
+def total_steps(self:RLTrainer)->int:
+    "RL steps of the run: `max_steps`, or `num_train_epochs` passes over the prompts."
+    if self.args.max_steps > 0: return self.args.max_steps
+    per_step = self.args.per_device_train_batch_size * self.world_size
+    return max(1, math.ceil(self.args.num_train_epochs * len(self.prompts) / per_step))
 
-    def step_prompts(self, step:int)->list[int]:
-        "Indices of this process's prompts at RL step `step` (1-based): a seeded shuffle per pass, cycled."
-        B, W, n = self.args.per_device_train_batch_size, self.world_size, len(self.prompts)
-        start = (step - 1) * B * W + self.accelerator.process_index * B
-        cache, out = self.__dict__.setdefault('_perms', {}), []
-        for j in range(start, start + B):
-            epoch, i = divmod(j, n)
-            if epoch not in cache:
-                if len(cache) > 2: cache.clear()
-                cache[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(self.args.seed + epoch)).tolist()
-            out.append(cache[epoch][i])
-        return out
+@patch
+def step_prompts(self:RLTrainer, step:int)->list[int]:
+    "Indices of this process's prompts at RL step `step` (1-based): a seeded shuffle per pass, cycled."
+    B, W, n = self.args.per_device_train_batch_size, self.world_size, len(self.prompts)
+    start = (step - 1) * B * W + self.accelerator.process_index * B
+    cache, out = self.__dict__.setdefault('_perms', {}), []
+    for j in range(start, start + B):
+        epoch, i = divmod(j, n)
+        if epoch not in cache:
+            if len(cache) > 2: cache.clear()
+            cache[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(self.args.seed + epoch)).tolist()
+        out.append(cache[epoch][i])
+    return out
 
-    # -- vLLM ---------------------------------------------------------------------------------------------------------
-    def _start_vllm(self, policy:nn.Module)->Generator:
-        "An in-process vLLM engine on this process, started from the policy's current weights."
-        import socket, tempfile
-        from social_align.generation import VLLMGenerator, vllm_available, VLLM_INSTALL_HINT
-        if not vllm_available(): raise ImportError(VLLM_INSTALL_HINT)
-        acc = self.accelerator
-        # the 'external_launcher' executor runs the engine inside this process and joins the launcher's ranks
-        for k, v in (('RANK', acc.process_index), ('LOCAL_RANK', acc.local_process_index), ('WORLD_SIZE', acc.num_processes),
-                     ('MASTER_ADDR', '127.0.0.1')): os.environ.setdefault(k, str(v))
-        if 'MASTER_PORT' not in os.environ:
-            with socket.socket() as sk: sk.bind(('127.0.0.1', 0)); os.environ['MASTER_PORT'] = str(sk.getsockname()[1])
-        from accelerate.utils import broadcast_object_list
-        folder = [None]
-        if acc.is_main_process:      # one copy of the starting weights, read by every process's engine
-            folder[0] = tempfile.mkdtemp(prefix='rl-vllm-')
-            policy.save_pretrained(folder[0], safe_serialization=True); self.tokenizer.save_pretrained(folder[0])
-        self._vllm_dir = broadcast_object_list(folder)[0]
-        acc.wait_for_everyone()
-        return VLLMGenerator(self._vllm_dir, tokenizer=self.tokenizer, dtype=next(policy.parameters()).dtype, enforce_eager=True,
-                             gpu_memory_utilization=self.args.vllm_gpu_memory_utilization, max_model_len=self.args.vllm_max_model_len,
-                             distributed_executor_backend='external_launcher', seed=acc.process_index)
+# %% ../../nbs/37_trainer_rl.ipynb #3189d0aa
+@patch
+def _start_vllm(self:RLTrainer, policy:nn.Module)->Generator:
+    "An in-process vLLM engine on this process, started from the policy's current weights."
+    import socket, tempfile
+    from social_align.generation import VLLMGenerator, vllm_available, VLLM_INSTALL_HINT
+    if not vllm_available(): raise ImportError(VLLM_INSTALL_HINT)
+    acc = self.accelerator
+    # the 'external_launcher' executor runs the engine inside this process and joins the launcher's ranks
+    for k, v in (('RANK', acc.process_index), ('LOCAL_RANK', acc.local_process_index), ('WORLD_SIZE', acc.num_processes),
+                 ('MASTER_ADDR', '127.0.0.1')): os.environ.setdefault(k, str(v))
+    if 'MASTER_PORT' not in os.environ:
+        with socket.socket() as sk: sk.bind(('127.0.0.1', 0)); os.environ['MASTER_PORT'] = str(sk.getsockname()[1])
+    from accelerate.utils import broadcast_object_list
+    folder = [None]
+    if acc.is_main_process:      # one copy of the starting weights, read by every process's engine
+        folder[0] = tempfile.mkdtemp(prefix='rl-vllm-')
+        policy.save_pretrained(folder[0], safe_serialization=True); self.tokenizer.save_pretrained(folder[0])
+    self._vllm_dir = broadcast_object_list(folder)[0]
+    acc.wait_for_everyone()
+    return VLLMGenerator(self._vllm_dir, tokenizer=self.tokenizer, dtype=next(policy.parameters()).dtype, enforce_eager=True,
+                         gpu_memory_utilization=self.args.vllm_gpu_memory_utilization, max_model_len=self.args.vllm_max_model_len,
+                         distributed_executor_backend='external_launcher', seed=acc.process_index)
 
-    def push_weights(self):
-        "Load the policy's current weights into the vLLM engine in place (vLLM re-runs its post-load weight processing)."
-        weights = [(n, p.detach()) for n, p in self.policy.named_parameters()]
-        self.vllm.llm.collective_rpc('reload_weights', kwargs={'weights_iterator': weights})
-        self.vllm.llm.reset_prefix_cache()
-        self._vllm_stale = False
+@patch
+def push_weights(self:RLTrainer):
+    "Load the policy's current weights into the vLLM engine in place (vLLM re-runs its post-load weight processing)."
+    weights = [(n, p.detach()) for n, p in self.policy.named_parameters()]
+    self.vllm.llm.collective_rpc('reload_weights', kwargs={'weights_iterator': weights})
+    self.vllm.llm.reset_prefix_cache()
+    self._vllm_stale = False
 
-    def close(self):
-        "Shut the vLLM engine down (if any) and delete its starting copy of the weights. Call it last: under a multi-process launch, vLLM's shutdown also ends the process group."
-        if self.vllm is not None:
-            self.accelerator.wait_for_everyone()
-            if self.is_world_process_zero(): shutil.rmtree(self._vllm_dir, ignore_errors=True)
-            self.vllm.close(); self.vllm = None
-
-    # -- one RL step ----------------------------------------------------------------------------------------------
-    def score(self, prompts:list, texts:list[str], finished:list[bool], gen:Generator)->Tensor:
-        "Reward-model score (+ reward functions − missing-EOS penalty) of each response."
-        s = torch.zeros(len(texts))
-        if self.reward_model is not None:
-            bos = self.tokenizer.bos_token or ''
-            full = []
-            for p, t in zip(prompts, texts):
-                ptxt = gen.format(p)
-                if bos and ptxt.startswith(bos): ptxt = ptxt[len(bos):]
-                full.append(ptxt + t)
-            s += score_texts(self.reward_model, self.reward_tokenizer, full, batch_size=self.args.reward_batch_size,
-                             max_length=self.args.reward_max_length)
-        for f in self.reward_funcs: s += torch.tensor([float(f(t)) for t in texts])
-        if self.args.missing_eos_penalty is not None:
-            s -= self.args.missing_eos_penalty * (~torch.tensor(finished)).float()
-        return s
-
-    @torch.no_grad()
-    def rollout(self, step:int)->dict:
-        "Sample, score and evaluate one rollout batch of this process (everything the update needs)."
-        args, k, tok, dev = self.args, self.args.num_samples, self.tokenizer, self.accelerator.device
-        prompts = [self.prompts[i] for i in self.step_prompts(step)]
-        if self.vllm is not None:
-            if self._vllm_stale: self.push_weights()
-            gen = self.vllm
-        else: gen = HFGenerator(self.policy, tok, batch_size=len(prompts) * k)
-        seed = args.seed * 100003 + step * self.world_size + self.accelerator.process_index
-        comps = gen.generate(prompts, n=k, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=seed)
-        flat = [c for cs in comps for c in cs]                          # prompt-major: the k samples of a prompt together
-        p_ids = [gen.encode(gen.format(prompts[c.prompt_index])) for c in flat]
-        batch = rollout_batch(p_ids, [c.token_ids or [tok.eos_token_id] for c in flat], tok.pad_token_id)
-        finished = [bool(c.token_ids) and c.token_ids[-1] == tok.eos_token_id for c in flat]
-        scores = self.score([prompts[c.prompt_index] for c in flat], [c.text for c in flat], finished, gen)
-        batch = {k_: (v.to(dev) if torch.is_tensor(v) else v) for k_, v in batch.items()}
-        fwd = {k_: batch[k_] for k_ in ('input_ids', 'attention_mask', 'position_ids')}
-        mask = batch['response_mask'].bool()
-        logits, values = self.model(**fwd, prompt_length=batch['prompt_length'])
-        logps, entropy = response_logprobs(logits, batch, args.temperature)
-        ref_logps, _ = response_logprobs(self.ref_model(**fwd, use_cache=False).logits, batch, args.temperature)
-        logps, ref_logps = logps * mask, ref_logps * mask
-        beta, scores = self.kl_ctl.value, scores.to(dev)
-        rewards, kl = kl_penalized_rewards(logps, ref_logps, mask, scores, beta)
-        kl_sum = kl.sum(1)
-        out = dict(batch=batch, mask=mask, old_logps=logps)
-        if args.algorithm == 'ppo':
-            values = values * mask
-            if args.whiten_rewards and mask.sum() > 1: rewards = whiten(rewards, mask, shift_mean=False)
-            adv, ret = gae(rewards, values, mask, args.gamma, args.lam)
-            if args.whiten_advantages and mask.sum() > 1: adv = whiten(adv, mask)
-            out.update(advantages=adv, returns=ret, old_values=values)
-        else:
-            seq_rewards = scores - beta * kl_sum
-            adv = rloo_advantages(seq_rewards, k)
-            if args.whiten_advantages and adv.numel() > 1: adv = whiten(adv)
-            out.update(advantages=adv, old_seq_logps=logps.sum(1))
-        out['metrics'] = dict(score=scores.mean(), reward=(scores - beta * kl_sum).mean(), kl=kl_sum.mean(),
-                              response_length=mask.sum(1).float().mean(), entropy=masked_mean(entropy, mask),
-                              eos_fraction=torch.tensor(finished, dtype=torch.float).mean())
-        out['texts'] = [c.text for c in flat]
-        return out
-
-    def update(self, ro:dict, step:int)->dict[str, float]:
-        "`ppo_epochs` passes of `num_mini_batches` optimizer steps over one rollout batch; mean losses."
-        args, batch, N = self.args, ro['batch'], ro['mask'].shape[0]
-        acc = {'policy_loss': [], 'clip_fraction': [], 'approx_kl': []}
-        if args.algorithm == 'ppo': acc.update(value_loss=[], value_clip_fraction=[])
-        g = torch.Generator().manual_seed(args.seed * 100003 + step)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        for _ in range(args.ppo_epochs):
-            for idx in torch.tensor_split(torch.randperm(N, generator=g), args.num_mini_batches):
-                if len(idx) == 0: continue
-                idx = idx.to(self.accelerator.device)
-                mb = {k: batch[k][idx] for k in ('input_ids', 'attention_mask', 'position_ids', 'response_mask')}
-                mb['prompt_length'] = batch['prompt_length']
-                mask = ro['mask'][idx]
-                logits, values = self.model(**{k: mb[k] for k in ('input_ids', 'attention_mask', 'position_ids', 'prompt_length')})
-                logps, _ = response_logprobs(logits, mb, args.temperature)
-                logps = logps * mask
-                old = ro['old_logps'][idx]
-                if args.algorithm == 'ppo':
-                    pg, cf = clipped_policy_loss(logps, old, ro['advantages'][idx], mask, args.cliprange)
-                    vl, vcf = clipped_value_loss(values, ro['old_values'][idx], ro['returns'][idx], mask, args.cliprange_value)
-                    loss = pg + args.vf_coef * vl
-                    acc['value_loss'].append(vl.item()); acc['value_clip_fraction'].append(vcf.item())
-                else:
-                    pg, cf = clipped_policy_loss(logps.sum(1), ro['old_seq_logps'][idx], ro['advantages'][idx], None, args.cliprange)
-                    loss = pg
-                acc['policy_loss'].append(pg.item()); acc['clip_fraction'].append(cf.item())
-                acc['approx_kl'].append(0.5 * masked_mean((logps - old).detach()**2, mask).item())
-                self.accelerator.backward(loss)
-                if args.max_grad_norm and args.max_grad_norm > 0: self.accelerator.clip_grad_norm_(params, args.max_grad_norm)
-                self.optimizer.step(); self.lr_scheduler.step(); self.optimizer.zero_grad()
-        self._vllm_stale = self.vllm is not None
-        return {k: sum(v) / len(v) for k, v in acc.items()}
-
-    # -- the loop ------------------------------------------------------------------------------------------------
-    def _make_scheduler(self, total:int):
-        from transformers import get_scheduler
-        n = total * self.args.ppo_epochs * self.args.num_mini_batches
-        self.lr_scheduler = get_scheduler(self.args.lr_scheduler_type, self.optimizer, num_warmup_steps=self.args.get_warmup_steps(n),
-                                          num_training_steps=n)
-
-    def _reduce(self, metrics:dict[str, float])->dict[str, float]:
-        "Mean of every metric over the processes."
-        keys = sorted(metrics)
-        t = torch.tensor([float(metrics[k]) for k in keys], device=self.accelerator.device, dtype=torch.float64)
-        t = self.accelerator.reduce(t, reduction='mean')
-        return {k: round(float(v), 6) for k, v in zip(keys, t.tolist())}
-
-    def train(self, resume_from_checkpoint:str|Path|bool|None=None)->dict[str, float]:
-        "Run the RL steps (resuming from a checkpoint if asked); returns run metrics."
-        from tqdm.auto import tqdm
-        args, t0 = self.args, time.time()
-        total = self.total_steps()
-        self._make_scheduler(total)
-        start = 0
-        if resume_from_checkpoint:
-            start = self._load_checkpoint(resume_from_checkpoint)
-        bar = tqdm(total=total, initial=start, desc=f'{args.algorithm} steps', disable=args.disable_tqdm or not self.is_world_process_zero())
-        for step in range(start + 1, total + 1):
-            ro = self.rollout(step)
-            losses = self.update(ro, step)
-            local = {**{k: float(v) for k, v in ro['metrics'].items()}, **losses}
-            rec = {'step': step, **self._reduce(local), 'kl_coef': round(self.kl_ctl.value, 8),
-                   'learning_rate': self.lr_scheduler.get_last_lr()[0],
-                   'num_samples': int(self.accelerator.reduce(torch.tensor(len(ro['texts']), device=self.accelerator.device), reduction='sum'))}
-            self.kl_ctl.update(rec['kl'], rec['num_samples'])
-            self.state.log_history.append(rec); self.state.global_step = step
-            bar.update(1); bar.set_postfix(score=f"{rec['score']:.3f}", kl=f"{rec['kl']:.3f}")
-            if args.save_strategy == 'steps' and args.save_steps and step % int(args.save_steps) == 0 and step < total:
-                self._save_checkpoint(step)
-        bar.close()
-        hist = self.state.log_history
-        return {'train_runtime': round(time.time() - t0, 3), 'global_step': self.state.global_step,
-                'score': hist[-1]['score'] if hist else float('nan'), 'kl': hist[-1]['kl'] if hist else float('nan')}
-
-    # -- saving and resuming -------------------------------------------------------------------------------------
-    def save_model(self, output_dir:str|Path|None=None):
-        "Save the policy (safetensors) + tokenizer + training_args.json, and for PPO the value model in `value_model/`."
-        out = Path(output_dir or self.args.output_dir)
+@patch
+def close(self:RLTrainer):
+    "Shut the vLLM engine down (if any) and delete its starting copy of the weights. Call it last: under a multi-process launch, vLLM's shutdown also ends the process group."
+    if self.vllm is not None:
         self.accelerator.wait_for_everyone()
-        if self.is_world_process_zero():
-            out.mkdir(parents=True, exist_ok=True)
-            self.policy.save_pretrained(out, safe_serialization=True)
-            self.tokenizer.save_pretrained(out)
-            (out/'training_args.json').write_text(self.args.to_json_string())
-            if self.value_model is not None:
-                vm = self.accelerator.unwrap_model(self.model).value_model
-                vm.save_pretrained(out/'value_model', safe_serialization=True); self.tokenizer.save_pretrained(out/'value_model')
-        self.accelerator.wait_for_everyone()
+        if self.is_world_process_zero(): shutil.rmtree(self._vllm_dir, ignore_errors=True)
+        self.vllm.close(); self.vllm = None
 
-    def save_state(self, output_dir:str|Path|None=None):
-        "Write `trainer_state.json` (global step, KL coefficient, log history)."
-        if self.is_world_process_zero():
-            atomic_write_json(Path(output_dir or self.args.output_dir)/'trainer_state.json',
-                              {'global_step': self.state.global_step, 'kl_coef': self.kl_ctl.value, 'log_history': self.state.log_history})
+# %% ../../nbs/37_trainer_rl.ipynb #78cc4cb8
+@patch
+def score(self:RLTrainer, prompts:list, texts:list[str], finished:list[bool], gen:Generator)->Tensor:
+    "Reward-model score (+ reward functions − missing-EOS penalty) of each response."
+    s = torch.zeros(len(texts))
+    if self.reward_model is not None:
+        bos = self.tokenizer.bos_token or ''
+        full = []
+        for p, t in zip(prompts, texts):
+            ptxt = gen.format(p)
+            if bos and ptxt.startswith(bos): ptxt = ptxt[len(bos):]
+            full.append(ptxt + t)
+        s += score_texts(self.reward_model, self.reward_tokenizer, full, batch_size=self.args.reward_batch_size,
+                         max_length=self.args.reward_max_length)
+    for f in self.reward_funcs: s += torch.tensor([float(f(t)) for t in texts])
+    if self.args.missing_eos_penalty is not None:
+        s -= self.args.missing_eos_penalty * (~torch.tensor(finished)).float()
+    return s
 
-    def _save_checkpoint(self, step:int):
-        ck = Path(self.args.output_dir)/f'checkpoint-{step}'
-        self.save_model(ck)
-        if self.is_world_process_zero():
-            torch.save(self.optimizer.state_dict(), ck/'optimizer.pt')
-            torch.save(self.lr_scheduler.state_dict(), ck/'scheduler.pt')
-            atomic_write_json(ck/'rl_state.json', {'global_step': step, 'kl_coef': self.kl_ctl.value, 'log_history': self.state.log_history})
-            limit = self.args.save_total_limit
-            if limit:
-                for old in list(checkpoints(self.args.output_dir).values())[:-limit]: shutil.rmtree(old)
-        self.accelerator.wait_for_everyone()
+# %% ../../nbs/37_trainer_rl.ipynb #0e87c117
+@patch
+@torch.no_grad()
+def rollout(self:RLTrainer, step:int)->dict:
+    "Sample, score and evaluate one rollout batch of this process (everything the update needs)."
+    args, k, tok, dev = self.args, self.args.num_samples, self.tokenizer, self.accelerator.device
+    prompts = [self.prompts[i] for i in self.step_prompts(step)]
+    if self.vllm is not None:
+        if self._vllm_stale: self.push_weights()
+        gen = self.vllm
+    else: gen = HFGenerator(self.policy, tok, batch_size=len(prompts) * k)
+    seed = args.seed * 100003 + step * self.world_size + self.accelerator.process_index
+    comps = gen.generate(prompts, n=k, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=seed)
+    flat = [c for cs in comps for c in cs]                          # prompt-major: the k samples of a prompt together
+    p_ids = [gen.encode(gen.format(prompts[c.prompt_index])) for c in flat]
+    batch = rollout_batch(p_ids, [c.token_ids or [tok.eos_token_id] for c in flat], tok.pad_token_id)
+    finished = [bool(c.token_ids) and c.token_ids[-1] == tok.eos_token_id for c in flat]
+    scores = self.score([prompts[c.prompt_index] for c in flat], [c.text for c in flat], finished, gen)
+    batch = {k_: (v.to(dev) if torch.is_tensor(v) else v) for k_, v in batch.items()}
+    fwd = {k_: batch[k_] for k_ in ('input_ids', 'attention_mask', 'position_ids')}
+    mask = batch['response_mask'].bool()
+    logits, values = self.model(**fwd, prompt_length=batch['prompt_length'])
+    logps, entropy = response_logprobs(logits, batch, args.temperature)
+    ref_logps, _ = response_logprobs(self.ref_model(**fwd, use_cache=False).logits, batch, args.temperature)
+    logps, ref_logps = logps * mask, ref_logps * mask
+    beta, scores = self.kl_ctl.value, scores.to(dev)
+    rewards, kl = kl_penalized_rewards(logps, ref_logps, mask, scores, beta)
+    kl_sum = kl.sum(1)
+    out = dict(batch=batch, mask=mask, old_logps=logps)
+    if args.algorithm == 'ppo':
+        values = values * mask
+        if args.whiten_rewards and mask.sum() > 1: rewards = whiten(rewards, mask, shift_mean=False)
+        adv, ret = gae(rewards, values, mask, args.gamma, args.lam)
+        if args.whiten_advantages and mask.sum() > 1: adv = whiten(adv, mask)
+        out.update(advantages=adv, returns=ret, old_values=values)
+    else:
+        seq_rewards = scores - beta * kl_sum
+        adv = rloo_advantages(seq_rewards, k)
+        if args.whiten_advantages and adv.numel() > 1: adv = whiten(adv)
+        out.update(advantages=adv, old_seq_logps=logps.sum(1))
+    out['metrics'] = dict(score=scores.mean(), reward=(scores - beta * kl_sum).mean(), kl=kl_sum.mean(),
+                          response_length=mask.sum(1).float().mean(), entropy=masked_mean(entropy, mask),
+                          eos_fraction=torch.tensor(finished, dtype=torch.float).mean())
+    out['texts'] = [c.text for c in flat]
+    return out
 
-    def _load_checkpoint(self, which)->int:
-        "Load a checkpoint (True: the latest in output_dir); returns its step."
-        from safetensors.torch import load_file
-        if which is True or str(which).lower() in ('true', 'latest', 'last'):
-            found = checkpoints(self.args.output_dir)
-            if not found: raise FileNotFoundError(f'no checkpoint to resume from in {self.args.output_dir}')
-            ck = list(found.values())[-1]
-        else: ck = Path(which)
-        if not (ck/'rl_state.json').exists(): raise FileNotFoundError(f'{ck} is not an RL checkpoint (no rl_state.json)')
-        st = read_json(ck/'rl_state.json')
-        def load_into(model, folder):
-            sd = {}
-            for f in sorted(Path(folder).glob('*.safetensors')): sd.update(load_file(f))
-            try: model.load_state_dict(sd)
-            except RuntimeError as e: raise ValueError(f'{folder}: the checkpoint weights do not fit the model: {e}') from e
-        load_into(self.policy, ck)
-        if self.value_model is not None: load_into(self.accelerator.unwrap_model(self.model).value_model, ck/'value_model')
-        self.optimizer.load_state_dict(torch.load(ck/'optimizer.pt', map_location='cpu', weights_only=True))
-        self.lr_scheduler.load_state_dict(torch.load(ck/'scheduler.pt', weights_only=True))
-        self.kl_ctl.value = st['kl_coef']
-        self.state = RLState(st['global_step'], list(st['log_history']))
-        self._vllm_stale = self.vllm is not None
-        return st['global_step']
+# %% ../../nbs/37_trainer_rl.ipynb #6c1fbe71
+@patch
+def update(self:RLTrainer, ro:dict, step:int)->dict[str, float]:
+    "`ppo_epochs` passes of `num_mini_batches` optimizer steps over one rollout batch; mean losses."
+    args, batch, N = self.args, ro['batch'], ro['mask'].shape[0]
+    acc = {'policy_loss': [], 'clip_fraction': [], 'approx_kl': []}
+    if args.algorithm == 'ppo': acc.update(value_loss=[], value_clip_fraction=[])
+    g = torch.Generator().manual_seed(args.seed * 100003 + step)
+    params = [p for p in self.model.parameters() if p.requires_grad]
+    for _ in range(args.ppo_epochs):
+        for idx in torch.tensor_split(torch.randperm(N, generator=g), args.num_mini_batches):
+            if len(idx) == 0: continue
+            idx = idx.to(self.accelerator.device)
+            mb = {k: batch[k][idx] for k in ('input_ids', 'attention_mask', 'position_ids', 'response_mask')}
+            mb['prompt_length'] = batch['prompt_length']
+            mask = ro['mask'][idx]
+            logits, values = self.model(**{k: mb[k] for k in ('input_ids', 'attention_mask', 'position_ids', 'prompt_length')})
+            logps, _ = response_logprobs(logits, mb, args.temperature)
+            logps = logps * mask
+            old = ro['old_logps'][idx]
+            if args.algorithm == 'ppo':
+                pg, cf = clipped_policy_loss(logps, old, ro['advantages'][idx], mask, args.cliprange)
+                vl, vcf = clipped_value_loss(values, ro['old_values'][idx], ro['returns'][idx], mask, args.cliprange_value)
+                loss = pg + args.vf_coef * vl
+                acc['value_loss'].append(vl.item()); acc['value_clip_fraction'].append(vcf.item())
+            else:
+                pg, cf = clipped_policy_loss(logps.sum(1), ro['old_seq_logps'][idx], ro['advantages'][idx], None, args.cliprange)
+                loss = pg
+            acc['policy_loss'].append(pg.item()); acc['clip_fraction'].append(cf.item())
+            acc['approx_kl'].append(0.5 * masked_mean((logps - old).detach()**2, mask).item())
+            self.accelerator.backward(loss)
+            if args.max_grad_norm and args.max_grad_norm > 0: self.accelerator.clip_grad_norm_(params, args.max_grad_norm)
+            self.optimizer.step(); self.lr_scheduler.step(); self.optimizer.zero_grad()
+    self._vllm_stale = self.vllm is not None
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+# %% ../../nbs/37_trainer_rl.ipynb #f65b1091
+@patch
+def _make_scheduler(self:RLTrainer, total:int):
+    from transformers import get_scheduler
+    n = total * self.args.ppo_epochs * self.args.num_mini_batches
+    self.lr_scheduler = get_scheduler(self.args.lr_scheduler_type, self.optimizer, num_warmup_steps=self.args.get_warmup_steps(n),
+                                      num_training_steps=n)
+
+@patch
+def _reduce(self:RLTrainer, metrics:dict[str, float])->dict[str, float]:
+    "Mean of every metric over the processes."
+    keys = sorted(metrics)
+    t = torch.tensor([float(metrics[k]) for k in keys], device=self.accelerator.device, dtype=torch.float64)
+    t = self.accelerator.reduce(t, reduction='mean')
+    return {k: round(float(v), 6) for k, v in zip(keys, t.tolist())}
+
+@patch
+def train(self:RLTrainer, resume_from_checkpoint:str|Path|bool|None=None)->dict[str, float]:
+    "Run the RL steps (resuming from a checkpoint if asked); returns run metrics."
+    from tqdm.auto import tqdm
+    args, t0 = self.args, time.time()
+    total = self.total_steps()
+    self._make_scheduler(total)
+    start = 0
+    if resume_from_checkpoint:
+        start = self._load_checkpoint(resume_from_checkpoint)
+    bar = tqdm(total=total, initial=start, desc=f'{args.algorithm} steps', disable=args.disable_tqdm or not self.is_world_process_zero())
+    for step in range(start + 1, total + 1):
+        ro = self.rollout(step)
+        losses = self.update(ro, step)
+        local = {**{k: float(v) for k, v in ro['metrics'].items()}, **losses}
+        rec = {'step': step, **self._reduce(local), 'kl_coef': round(self.kl_ctl.value, 8),
+               'learning_rate': self.lr_scheduler.get_last_lr()[0],
+               'num_samples': int(self.accelerator.reduce(torch.tensor(len(ro['texts']), device=self.accelerator.device), reduction='sum'))}
+        self.kl_ctl.update(rec['kl'], rec['num_samples'])
+        self.state.log_history.append(rec); self.state.global_step = step
+        bar.update(1); bar.set_postfix(score=f"{rec['score']:.3f}", kl=f"{rec['kl']:.3f}")
+        if args.save_strategy == 'steps' and args.save_steps and step % int(args.save_steps) == 0 and step < total:
+            self._save_checkpoint(step)
+    bar.close()
+    hist = self.state.log_history
+    return {'train_runtime': round(time.time() - t0, 3), 'global_step': self.state.global_step,
+            'score': hist[-1]['score'] if hist else float('nan'), 'kl': hist[-1]['kl'] if hist else float('nan')}
+
+# %% ../../nbs/37_trainer_rl.ipynb #b14304e7
+def checkpoints(output_dir:str|Path)->dict[int, Path]:
+    "The complete RL checkpoints in `output_dir`, by step, oldest first."
+    found = {}
+    for p in Path(output_dir).glob('checkpoint-*'):
+        if (m := re.fullmatch(r'checkpoint-(\d+)', p.name)) and (p/'rl_state.json').exists(): found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+# %% ../../nbs/37_trainer_rl.ipynb #14be4632
+@patch
+def save_model(self:RLTrainer, output_dir:str|Path|None=None):
+    "Save the policy (safetensors) + tokenizer + training_args.json, and for PPO the value model in `value_model/`."
+    out = Path(output_dir or self.args.output_dir)
+    self.accelerator.wait_for_everyone()
+    if self.is_world_process_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        self.policy.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        (out/'training_args.json').write_text(self.args.to_json_string())
+        if self.value_model is not None:
+            vm = self.accelerator.unwrap_model(self.model).value_model
+            vm.save_pretrained(out/'value_model', safe_serialization=True); self.tokenizer.save_pretrained(out/'value_model')
+    self.accelerator.wait_for_everyone()
+
+@patch
+def save_state(self:RLTrainer, output_dir:str|Path|None=None):
+    "Write `trainer_state.json` (global step, KL coefficient, log history)."
+    if self.is_world_process_zero():
+        atomic_write_json(Path(output_dir or self.args.output_dir)/'trainer_state.json',
+                          {'global_step': self.state.global_step, 'kl_coef': self.kl_ctl.value, 'log_history': self.state.log_history})
+
+@patch
+def _save_checkpoint(self:RLTrainer, step:int):
+    ck = Path(self.args.output_dir)/f'checkpoint-{step}'
+    self.save_model(ck)
+    if self.is_world_process_zero():
+        torch.save(self.optimizer.state_dict(), ck/'optimizer.pt')
+        torch.save(self.lr_scheduler.state_dict(), ck/'scheduler.pt')
+        atomic_write_json(ck/'rl_state.json', {'global_step': step, 'kl_coef': self.kl_ctl.value, 'log_history': self.state.log_history})
+        limit = self.args.save_total_limit
+        if limit:
+            for old in list(checkpoints(self.args.output_dir).values())[:-limit]: shutil.rmtree(old)
+    self.accelerator.wait_for_everyone()
+
+@patch
+def _load_checkpoint(self:RLTrainer, which)->int:
+    "Load a checkpoint (True: the latest in output_dir); returns its step."
+    from safetensors.torch import load_file
+    if which is True or str(which).lower() in ('true', 'latest', 'last'):
+        found = checkpoints(self.args.output_dir)
+        if not found: raise FileNotFoundError(f'no checkpoint to resume from in {self.args.output_dir}')
+        ck = list(found.values())[-1]
+    else: ck = Path(which)
+    if not (ck/'rl_state.json').exists(): raise FileNotFoundError(f'{ck} is not an RL checkpoint (no rl_state.json)')
+    st = read_json(ck/'rl_state.json')
+    def load_into(model, folder):
+        sd = {}
+        for f in sorted(Path(folder).glob('*.safetensors')): sd.update(load_file(f))
+        try: model.load_state_dict(sd)
+        except RuntimeError as e: raise ValueError(f'{folder}: the checkpoint weights do not fit the model: {e}') from e
+    load_into(self.policy, ck)
+    if self.value_model is not None: load_into(self.accelerator.unwrap_model(self.model).value_model, ck/'value_model')
+    self.optimizer.load_state_dict(torch.load(ck/'optimizer.pt', map_location='cpu', weights_only=True))
+    self.lr_scheduler.load_state_dict(torch.load(ck/'scheduler.pt', weights_only=True))
+    self.kl_ctl.value = st['kl_coef']
+    self.state = RLState(st['global_step'], list(st['log_history']))
+    self._vllm_stale = self.vllm is not None
+    return st['global_step']
 
 # %% ../../nbs/37_trainer_rl.ipynb #86752056
 def plot_rl(log_history:list[dict],     # `trainer.state.log_history` (or trainer_state.json's)
