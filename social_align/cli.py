@@ -26,8 +26,10 @@ def _parser()->argparse.ArgumentParser:
                    help='fail the docs check when Chromium is missing (default on when CI=true)')
     t.add_argument('-j', '--n-workers', type=int, default=2, help='notebooks tested in parallel')
     t.add_argument('--timeout', type=float, default=900, help='seconds one notebook may take before it is killed and failed')
-    d = sub.add_parser('docs', help='build the docs site into _docs/ and regenerate README.md')
-    d.add_argument('--check-browser', action='store_true', help='also open pages in headless Chromium')
+    d = sub.add_parser('docs', help='build the docs site into _docs/ (outputs from the last test run) and regenerate README.md')
+    d.add_argument('--check-browser', action='store_true', help='also open every page in headless Chromium and check what CI checks')
+    d.add_argument('--execute', action='store_true',
+                   help='first run (test) the notebooks that have no current outputs from a test run, so every page shows its outputs')
     return p
 
 def main(argv:list[str]|None=None)->int:
@@ -39,13 +41,20 @@ def main(argv:list[str]|None=None)->int:
                          require_browser=args.require_browser, n_workers=args.n_workers, timeout=args.timeout)
         return 0 if all(r.passed for r in res) else 1
     if args.command == 'docs':
-        from social_align.devtools import build_docs, write_readme, check_site_in_browser, project_root
+        from social_align.devtools import (build_docs, write_readme, check_site_in_browser, project_root, DOCS_BROWSER_CHECKS,
+                                           notebooks_without_outputs, run_notebook_tests)
         root = project_root()
+        if args.execute and (todo := notebooks_without_outputs(root)):
+            print(f'running {len(todo)} notebook(s) for their outputs')
+            if not all(r.passed for r in run_notebook_tests(root, todo)): return 1
         out, pages = build_docs(root)
         print(f'built {len(pages)} pages in {out}; wrote {write_readme(root, root/"_proc")}')
         if args.check_browser:
-            res = check_site_in_browser(out, {p.name: [] for p in pages})
-            print(f'checked {len(res)} pages in Chromium; screenshots in {out/"_screenshots"}')
+            checks = {**DOCS_BROWSER_CHECKS, 'expect': {**{p.name: [] for p in pages}, **DOCS_BROWSER_CHECKS['expect']}}
+            res = check_site_in_browser(out, **checks)
+            for r in res:
+                if not r.passed: print(f'FAIL {r.name}: {r.detail}')
+            print(f'checked {len(res)} pages in Chromium ({sum(r.passed for r in res)} passed); screenshots in {out/"_screenshots"}')
             return 0 if all(r.passed for r in res) else 1
         return 0
     if args.command == 'quickstart':

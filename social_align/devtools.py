@@ -4,18 +4,24 @@
 
 # %% ../nbs/90_devtools.ipynb #5f1b8e4c
 from __future__ import annotations
-import hashlib, html, http.server, json, os, re, shutil, subprocess, sys, tempfile, threading, time
+import ast, dataclasses, hashlib, html, inspect, json, os, re, shutil, subprocess, sys, tempfile, time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
+from nbdev.process import Processor
+from nbdev.processors import exec_show_docs
+from nbdev.showdoc import BasicMarkdownRenderer
+from .browser import find_chromium, serve_folder, chromium_dom, page_report
 
 # %% auto #0
-__all__ = ['CheckResult', 'summary_line', 'project_root', 'notebook_files', 'run_notebook_tests', 'check_unchanged_by',
-           'check_notebooks_clean', 'check_library_in_sync', 'parse_junit', 'run_pytest', 'process_notebooks',
-           'render_notebook_html', 'render_site_fallback', 'build_docs', 'readme_text', 'write_readme',
-           'readme_python_blocks', 'check_readme_examples', 'find_chromium', 'serve_folder', 'chromium_dom',
-           'check_site_in_browser', 'check_docs', 'run_checks']
+__all__ = ['EXECUTED_DIR', 'TRAINING_ARGUMENTS_URL', 'DOC_SECTIONS', 'GUIDE_PAGES', 'MATHJAX_FILE', 'DOCS_BROWSER_CHECKS',
+           'CheckResult', 'summary_line', 'project_root', 'notebook_files', 'run_notebook_tests', 'check_unchanged_by',
+           'check_notebooks_clean', 'check_library_in_sync', 'parse_junit', 'run_pytest', 'api_names', 'add_api_docs',
+           'exec_api_docs', 'docs_procs', 'own_config_fields', 'ApiDocRenderer', 'notebook_section', 'sidebar_contents',
+           'write_sidebar', 'mathjax_source', 'copy_mathjax', 'add_executed_outputs', 'process_notebooks',
+           'notebooks_without_outputs', 'render_notebook_html', 'render_site_fallback', 'build_docs', 'readme_text',
+           'write_readme', 'readme_python_blocks', 'check_readme_examples', 'check_site_in_browser', 'check_publishing',
+           'check_docs', 'run_checks']
 
 # %% ../nbs/90_devtools.ipynb #3dc3ec16
 @dataclass
@@ -40,23 +46,45 @@ def project_root(start:str|Path|None=None)->Path:
     raise FileNotFoundError(f'no settings.ini in {p} or any folder above it: run this from a clone of the repository')
 
 # %% ../nbs/90_devtools.ipynb #a33e506d
-def notebook_files(root:Path, pattern:str='[0-9]*.ipynb')->list[Path]:
-    "Notebooks of the project to test: the numbered module notebooks, then `index.ipynb`."
-    nbs = root/'nbs'
-    return sorted(nbs.glob(pattern)) + ([nbs/'index.ipynb'] if (nbs/'index.ipynb').exists() and pattern=='[0-9]*.ipynb' else [])
+EXECUTED_DIR = '_executed'   # where the test run keeps each notebook as it executed it (outputs and all), for the docs
 
-_RUN_ONE = """import sys
+def notebook_files(root:Path, pattern:str='[0-9]*.ipynb')->list[Path]:
+    "Notebooks of the project to test: the numbered module notebooks, then the pages without a number (`index.ipynb` first)."
+    nbs = root/'nbs'
+    pages = sorted(nbs.glob('[a-z]*.ipynb'), key=lambda p: (p.name != 'index.ipynb', p.name)) if pattern == '[0-9]*.ipynb' else []
+    return sorted(nbs.glob(pattern)) + pages
+
+_RUN_ONE = """import os, sys
 from pathlib import Path
+import nbdev.test
 from nbdev.test import test_nb
+from execnb.nbio import read_nb, write_nb
+ran = []
+_run_all = nbdev.test.CaptureShell.run_all
+def run_all(self, nb, *args, **kwargs):
+    ran.append(nb)
+    return _run_all(self, nb, *args, **kwargs)
+nbdev.test.CaptureShell.run_all = run_all   # keep the notebook test_nb executes, with the outputs it gets
 ok, _ = test_nb(Path(sys.argv[1]), skip_flags=sys.argv[2].split(), force_flags=sys.argv[3].split(), basepath=sys.argv[4])
+if ok and ran and sys.argv[5]:
+    # the notebook as it is in nbs/ (test_nb strips nbdev's directives), with the outputs its cells got
+    outs = {c.get('id'): c.get('outputs', []) for c in ran[0].cells if c.cell_type == 'code'}
+    nb = read_nb(sys.argv[1])
+    for c in nb.cells:
+        if c.cell_type == 'code' and c.get('id') in outs: c.outputs = outs[c.get('id')]
+    write_nb(nb, sys.argv[5] + '.tmp'); os.replace(sys.argv[5] + '.tmp', sys.argv[5])   # a reader never sees half of it
 sys.exit(0 if ok else 1)
 """
 
-def _test_one(fn:Path, skip_flags:list, force_flags:list, basepath:Path, timeout:float, env:dict|None=None)->CheckResult:
+def _test_one(fn:Path, skip_flags:list, force_flags:list, basepath:Path, timeout:float, env:dict|None=None,
+              executed:Path|None=None)->CheckResult:
     "Test one notebook in a fresh process of its own session; kill it (and anything it started) on timeout or exit."
     import signal
     t0 = time.time()
-    p = subprocess.Popen([sys.executable, '-c', _RUN_ONE, str(fn), ' '.join(skip_flags), ' '.join(force_flags), str(basepath)],
+    out_nb = executed/fn.name if executed else None
+    if out_nb is not None and out_nb.exists(): out_nb.unlink()   # a failed run leaves no outputs to show
+    p = subprocess.Popen([sys.executable, '-c', _RUN_ONE, str(fn), ' '.join(skip_flags), ' '.join(force_flags), str(basepath),
+                          str(out_nb or '')],
                          cwd=fn.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                          env=env)
     try: out, timed_out = p.communicate(timeout=timeout)[0], False
@@ -73,7 +101,8 @@ def run_notebook_tests(root:Path|None=None,   # project root
                        flags:str='',          # flags to run that are skipped by default, e.g. 'slow cuda'
                        n_workers:int=2,       # notebooks run in parallel
                        timeout:float=900,     # seconds a notebook may take before it is killed and failed
-                       verbose:bool=True      # print one line per notebook as it finishes
+                       verbose:bool=True,     # print one line per notebook as it finishes
+                       executed:Path|None=None # keep each passing notebook as executed here (default: `_executed/`)
                       )->list[CheckResult]:
     "Test notebooks like `nbdev_test` (same `test_nb`, same flags), each in its own process; one `CheckResult` each."
     from concurrent.futures import ThreadPoolExecutor
@@ -81,11 +110,12 @@ def run_notebook_tests(root:Path|None=None,   # project root
     root = Path(root or project_root())
     files = files if files is not None else notebook_files(root)
     skip = get_config(path=root).tst_flags.split()
+    executed = Path(executed or root/EXECUTED_DIR); executed.mkdir(parents=True, exist_ok=True)
     # notebooks run side by side: give each its share of the cores (torch would take them all, and oversubscribed
     # CPU threads make small-model training many times slower); an OMP_NUM_THREADS set by the user wins
     env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // max(1, n_workers))))}
     def one(fn):
-        r = _test_one(Path(fn).absolute(), skip, flags.split(), root, timeout, env)
+        r = _test_one(Path(fn).absolute(), skip, flags.split(), root, timeout, env, executed)
         if verbose:
             print(f"{'PASS' if r.passed else 'FAIL'} {r.name} ({r.seconds:.1f}s)", flush=True)
             if not r.passed: print(r.detail, flush=True)
@@ -145,25 +175,235 @@ def run_pytest(root:Path, paths:list[str], extra:list[str]=(), quiet:bool=False)
         return res
 
 # %% ../nbs/90_devtools.ipynb #ebdeadd0
-def process_notebooks(root:Path)->Path:
-    "nbdev's docs preprocessing (what `nbdev_proc_nbs` does, without installing Quarto): returns the `_proc` folder."
+def _is_property(f:ast.FunctionDef)->bool:
+    return any((isinstance(d, ast.Name) and d.id in ('property', 'cached_property')) or
+               (isinstance(d, ast.Attribute) and d.attr in ('setter', 'getter', 'deleter')) for d in f.decorator_list)
+
+def api_names(tree:list[ast.stmt], shown:set=frozenset())->list[str]:
+    "What `show_doc` documents for an exported cell, in source order: public functions and classes, each class followed by its public methods."
+    from nbdev.showdoc import showdoc_nm
+    out = []
+    for o in tree:
+        if not isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or (o.name[0] == '_' and o.name[:2] != '__'): continue
+        nm = showdoc_nm(o)
+        if nm not in shown: out.append(nm)
+        if isinstance(o, ast.ClassDef):
+            out += [f'{o.name}.{m.name}' for m in o.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and not m.name.startswith('_') and not _is_property(m) and f'{o.name}.{m.name}' not in shown]
+    return out
+
+class add_api_docs(Processor):
+    "nbdev's `add_show_docs`, with entries in source order, and one for every public method of an exported class (its hooks)."
+    def begin(self):
+        from nbdev.processors import _want_doc, _show_docs, _get_nm, cell_lang
+        from execnb.nbio import mk_cell
+        nb = self.nb
+        exports = [c for c in nb.cells if _want_doc(c)]
+        trees = [t for c in nb.cells for t in (c.parsed_() or [])]
+        shown = {_get_nm(t) for t in _show_docs(trees)}
+        for cell in reversed(exports):
+            if cell_lang(cell) != 'python': raise ValueError(f"{cell.metadata.language} can't export:\n{cell.source}")
+            for nm in reversed(api_names(cell.parsed_() or [], shown)):
+                new = mk_cell(f'show_doc({nm}, title_level=4)' if '.' in nm else f'show_doc({nm})')
+                new.has_sd = True
+                nb.cells.insert(cell.idx_ + 1, new)
+        nb.has_docs_ = shown or exports
+
+def _docs_eval(cell)->bool:
+    "Does the docs build run `cell`? Export cells, `show_doc` calls and cells of imports only; not a test cell that also imports."
+    from nbdev.processors import _show_docs, cell_lang
+    if cell.cell_type != 'code' or cell_lang(cell) != 'python' or not cell.source or 'nbdev_export'+'()' in cell.source: return False
+    trees, d = cell.parsed_(), cell.directives_ or {}
+    if not trees or d.get('eval:', [''])[0].lower() == 'false': return False
+    if d.keys() & {'export', 'exports', 'exporti', 'exec_doc'}: return True
+    return all(isinstance(t, (ast.Import, ast.ImportFrom)) for t in trees) or bool(_show_docs(trees))
+
+class exec_api_docs(exec_show_docs):
+    "nbdev's `exec_show_docs`, except that a test cell with an import is not run (nbdev runs it, and it fails without its notebook's test setup)."
+    def __call__(self, cell):
+        from fastcore.basics import str2bool
+        if not self.nb.has_docs_ or not hasattr(self, 'k'): return
+        fm = getattr(self.nb, 'frontmatter_', {})
+        if str2bool(fm.get('skip_showdoc', False)) or not _docs_eval(cell): return
+        self.k.cell(cell)
+        if self.k.exc:
+            title = fm.get('title', '')
+            raise Exception(f"Error{' in notebook: '+title if title else ''} in cell {cell.idx_} :\n{cell.source}") from self.k.exc
+
+def docs_procs()->list:
+    "nbdev's docs processors (as `settings.ini` selects them), with `add_api_docs` and `exec_api_docs` in place of `add_show_docs` and `exec_show_docs`."
+    from nbdev.processors import FilterDefaults, add_show_docs, exec_show_docs
+    swap = {add_show_docs: add_api_docs, exec_show_docs: exec_api_docs}
+    return [swap.get(p, p) for p in FilterDefaults().procs()]
+
+# %% ../nbs/90_devtools.ipynb #36b1789e
+TRAINING_ARGUMENTS_URL = 'https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments'
+
+def _training_arguments_base(sym)->type|None:
+    "transformers' `TrainingArguments` if `sym` is a subclass of it (and not it), else None."
+    if not inspect.isclass(sym): return None
+    base = next((k for k in sym.__mro__ if k.__name__ == 'TrainingArguments' and k.__module__.startswith('transformers')), None)
+    return None if base is sym else base
+
+def own_config_fields(cls:type)->list[str]:
+    "Fields a `TrainingArguments` subclass declares itself (its own, and inherited ones it gives a new default), in order."
+    base = _training_arguments_base(cls)
+    if base is None: raise TypeError(f'{cls!r} is not a subclass of transformers.TrainingArguments')
+    fields, names = {f.name for f in dataclasses.fields(cls)}, []
+    for k in reversed(cls.__mro__[:cls.__mro__.index(base)]):
+        names += [n for n in k.__dict__.get('__annotations__', {}) if n in fields and n not in names]
+    return names
+
+class ApiDocRenderer(BasicMarkdownRenderer):
+    "nbdev's `show_doc` renderer; a `TrainingArguments` subclass shows its own fields and links to `TrainingArguments` for the rest."
+    def __init__(self, sym, name:str|None=None, title_level:int=3, maxline:int=110):
+        super().__init__(sym, name=name, title_level=title_level, maxline=maxline)
+        self.n_inherited = 0
+        if _training_arguments_base(self.sym) is not None:
+            own = set(own_config_fields(self.sym))
+            self.n_inherited = sum(k not in own for k in self.dm.dm if k != 'return')
+            self.dm.dm = {k: v for k, v in self.dm.dm.items() if k in own}
+            self.dm.dm['**training_arguments'] = {'anno': inspect.Parameter.empty, 'default': inspect.Parameter.empty,
+                                                  'docment': 'every other TrainingArguments field'}
+
+    def _repr_markdown_(self):
+        md = super()._repr_markdown_()
+        md = md.replace('#LNone)', ')')   # nbdev finds no line for a dataclass: link the file
+        if not self.n_inherited: return md
+        return md + (f'\n\nThe signature shows the fields this config adds or gives new defaults; the other {self.n_inherited} '
+                     f'are [`TrainingArguments`]({TRAINING_ARGUMENTS_URL})\'s (`output_dir`, `learning_rate`, '
+                     f'`per_device_train_batch_size`, ...), with their defaults and command-line flags.')
+
+# %% ../nbs/90_devtools.ipynb #ea3fe441
+DOC_SECTIONS = [(0, 'Foundations'), (10, 'Data synthesis'), (20, 'Losses'), (30, 'Trainers'), (40, 'Evaluation'),
+                (50, 'More modules'), (80, 'Pipelines and tools')]  # (first notebook number, sidebar section)
+GUIDE_PAGES = ('index.ipynb', 'methods.ipynb', 'recipes.ipynb')     # pages without a number, in this order, first
+
+def notebook_section(name:str)->str|None:
+    "The sidebar section of a notebook, from its number (`23_loss_dpo.ipynb` → 'Losses'); None for a page without a number."
+    m = re.match(r'(\d+)_', name)
+    return None if m is None else [title for first, title in DOC_SECTIONS if int(m.group(1)) >= first][-1]
+
+def sidebar_contents(names:list[str])->list:
+    "Quarto's sidebar `contents` for these notebooks: the guide pages, then one section per number range."
+    pages = sorted((n for n in names if notebook_section(n) is None),
+                   key=lambda n: (GUIDE_PAGES.index(n) if n in GUIDE_PAGES else len(GUIDE_PAGES), n))
+    sections = {}
+    for n in sorted(n for n in names if notebook_section(n)): sections.setdefault(notebook_section(n), []).append(n)
+    return pages + [{'section': s, 'contents': c} for s, c in sections.items()]
+
+def write_sidebar(folder:Path, names:list[str])->Path:
+    "Write `sidebar.yml` (Quarto's sidebar, in sections) for these notebooks into `folder`."
+    import yaml
+    p = Path(folder)/'sidebar.yml'
+    p.write_text(yaml.safe_dump({'website': {'sidebar': {'contents': sidebar_contents(names)}}}, sort_keys=False))
+    return p
+
+# %% ../nbs/90_devtools.ipynb #0a1d4e14
+MATHJAX_FILE = 'mathjax/tex-svg.js'   # where the site serves MathJax from, relative to its root
+
+def mathjax_source()->Path:
+    "MathJax 3's single-file TeX-to-SVG build, from the `django-static-mathjax` package (in the `dev` extra; no Django needed)."
+    try:
+        import importlib.resources
+        p = Path(str(importlib.resources.files('mathjax')))/'static'/'mathjax'/'es5'/'tex-svg.js'
+    except ModuleNotFoundError: p = None
+    if p is None or not p.is_file():
+        raise FileNotFoundError('MathJax is not installed: pip install django-static-mathjax (it is in the dev extra: '
+                                'pip install -e ".[dev]"); the docs serve it with the site and never load it from a CDN')
+    return p
+
+def copy_mathjax(site:Path)->Path:
+    "Copy MathJax (and its licence) into `site` at `MATHJAX_FILE`."
+    src, dst = mathjax_source(), Path(site)/MATHJAX_FILE
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dst)
+    if (lic := src.parent.parent/'LICENSE').exists(): shutil.copy(lic, dst.parent/'LICENSE')
+    return dst
+
+# %% ../nbs/90_devtools.ipynb #7df50305
+def _doc_output(o:dict, max_lines:int=40)->dict|None:
+    "An output of the test run as the docs show it: stderr (warnings, progress bars) dropped, long text cut."
+    if o.get('output_type') == 'stream':
+        if o.get('name') == 'stderr': return None
+        lines = ''.join(o.get('text', '')).splitlines(keepends=True)
+        if len(lines) > max_lines:
+            o = {**o, 'text': ''.join(lines[:max_lines]) + f'… ({len(lines) - max_lines} more lines)\n'}
+    from fastcore.basics import AttrDict
+    return AttrDict(o)
+
+def add_executed_outputs(nb,              # a notebook read with `execnb.nbio.read_nb` (no outputs: the source)
+                         executed:Path    # the same notebook as the test run executed it
+                        )->str:
+    "Give `nb`'s code cells the outputs of the test run, if `executed` ran exactly these cells; returns '' or why not."
+    from execnb.nbio import read_nb
+    if not Path(executed).exists(): return 'not executed by a test run'
+    try: ex = read_nb(executed)
+    except Exception as e: return f'executed copy unreadable ({e.__class__.__name__})'
+    code = lambda n: [c for c in n.cells if c.cell_type == 'code']
+    if [c.source for c in code(ex)] != [c.source for c in code(nb)]: return 'changed since the test run'
+    for c, e in zip(code(nb), code(ex)):
+        c.outputs = [o for o in map(_doc_output, e.get('outputs', [])) if o is not None]
+    return ''
+
+# %% ../nbs/90_devtools.ipynb #06d1b9f6
+def process_notebooks(root:Path,                 # project root
+                      executed:Path|None=None,   # executed copies from the test run (default: `_executed/`)
+                      verbose:bool=True          # say which notebooks are shown without outputs, and why
+                     )->Path:
+    "nbdev's docs processing of every notebook into `_proc/`, with API entries in source order, the test run's outputs, a sidebar in sections and MathJax."
     import nbdev.doclinks
-    from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
-    from nbdev.serve import proc_nbs
+    from nbdev.config import get_config
+    from nbdev.quarto import refresh_quarto_yml
+    from nbdev.process import NBProcessor
+    from execnb.nbio import read_nb, write_nb
     from fastcore.xtras import working_directory
+    root = Path(root); cfg = get_config(path=root)
+    nbs, proc = Path(cfg.nbs_path), root/'_proc'
+    executed = Path(executed or root/EXECUTED_DIR)
     with working_directory(root):
         refresh_quarto_yml()
         nbdev.doclinks._build_modidx()
-        nbdev_sidebar.__wrapped__(force=True)
-        return proc_nbs(n_workers=0)
+        if proc.exists(): shutil.rmtree(proc)
+        proc.mkdir()
+        for f in sorted(nbs.iterdir()):   # the site's other files: _quarto.yml, nbdev.yml, styles.css, ...
+            if f.is_file() and f.suffix != '.ipynb' and f.name != 'sidebar.yml' and not f.name.startswith('.'): shutil.copy(f, proc/f.name)
+        names, missing, in_test = [], {}, os.environ.get('IN_TEST')
+        os.environ['IN_TEST'] = '1'        # as nbdev's own processing runs
+        try:
+            for fn in sorted(nbs.glob('*.ipynb')):
+                if fn.name.startswith(('_', '.')): continue
+                nb = read_nb(fn)
+                if (why := add_executed_outputs(nb, executed/fn.name)): missing[fn.name] = why
+                NBProcessor(nb=nb, procs=docs_procs()).process()
+                write_nb(nb, proc/fn.name)
+                names.append(fn.name)
+        finally:
+            if in_test is None: os.environ.pop('IN_TEST', None)
+            else: os.environ['IN_TEST'] = in_test
+        write_sidebar(proc, names)
+        copy_mathjax(proc)
+    if verbose and missing:
+        print(f'{len(missing)} notebook(s) shown without outputs (run `social-align test` to show them): ' +
+              ', '.join(f'{k} ({v})' for k, v in missing.items()), flush=True)
+    return proc
+
+# %% ../nbs/90_devtools.ipynb #40ad0ec7
+def notebooks_without_outputs(root:Path)->list[Path]:
+    "The notebooks to test whose executed copy from a test run is missing or older than their cells."
+    from execnb.nbio import read_nb
+    return [f for f in notebook_files(root) if add_executed_outputs(read_nb(f), Path(root)/EXECUTED_DIR/f.name)]
 
 # %% ../nbs/90_devtools.ipynb #dc6461b9
-_QUARTO_ATTRS = re.compile(r'\{(?:target|style|\.)[^}\n]*\}')   # pandoc link/heading attributes, e.g. {target="_blank"}
+_QUARTO_ATTRS = re.compile(r'\{(?:target=|style=|\.[A-Za-z])[^}\n]*\}')   # pandoc link/heading attributes, e.g. {target="_blank"}
 
-def _md2html(md:str)->str:
+def _md2html(md:str, inline:bool=False)->str:
+    "Markdown to HTML as the site shows it; `$...$` and `$$...$$` become math for MathJax; `inline`: no `<p>` around."
     import mistune
     md = _QUARTO_ATTRS.sub('', md)
-    return mistune.create_markdown(escape=False, plugins=['table', 'strikethrough', 'url'])(md)
+    out = mistune.create_markdown(escape=False, plugins=['table', 'strikethrough', 'url', 'math'])(md)
+    if inline and out.startswith('<p>') and out.rstrip().endswith('</p>') and out.count('<p>') == 1: out = out.strip()[3:-4]
+    return out
 
 def _front_matter(nb:dict)->dict:
     "Title, description and output file from the raw front-matter cell nbdev's processing writes."
@@ -193,21 +433,35 @@ def _output_html(o:dict)->str:
     txt = lambda v: ''.join(v) if isinstance(v, list) else v
     if o.get('output_type') == 'stream': return f'<pre class="cell-output-stdout">{html.escape(txt(o["text"]))}</pre>'
     if o.get('output_type') == 'error': return f'<pre class="cell-output-error">{html.escape(o.get("ename",""))}: {html.escape(o.get("evalue",""))}</pre>'
-    if 'image/png' in data: return f'<img class="cell-output-display" src="data:image/png;base64,{txt(data["image/png"]).strip()}">'
+    if 'image/png' in data:
+        w = (o.get('metadata') or {}).get('image/png', {}).get('width')
+        return (f'<img class="cell-output-display" alt="figure" src="data:image/png;base64,{txt(data["image/png"]).strip()}"'
+                + (f' width="{int(w)}"' if isinstance(w, (int, float)) else '') + '>')
     if 'text/html' in data: return f'<div class="cell-output-display">{txt(data["text/html"])}</div>'
     if 'text/markdown' in data: return f'<div class="cell-output-display">{_md2html(txt(data["text/markdown"]))}</div>'
     if 'text/plain' in data: return f'<pre class="cell-output">{html.escape(txt(data["text/plain"]))}</pre>'
     return ''
 
+def _nav_html(nav:list, current:str='')->str:
+    "The sidebar: (title, href) pairs, or (section title, [(title, href), ...]) for a section."
+    def item(t, h):
+        cls = ' class="active"' if h == current else ''
+        return f'<li{cls}><a href="{h}">{html.escape(t)}</a></li>'
+    out = []
+    for t, h in nav:
+        if isinstance(h, list): out.append(f'<li class="section"><span>{html.escape(t)}</span><ul>{"".join(item(*x) for x in h)}</ul></li>')
+        else: out.append(item(t, h))
+    return ''.join(out)
+
 def render_notebook_html(nb_path:str|Path,           # a notebook from `_proc/`
-                         nav:list[tuple[str,str]]=(), # sidebar: (title, href) pairs
+                         nav:list=(),                # sidebar: (title, href) pairs and (section, [(title, href), ...])
                          site_title:str='')->tuple[str, str]:
     "Render a processed notebook to a standalone HTML page; returns `(output_file_name, html)`."
     nb = json.loads(Path(nb_path).read_text())
     fm = _front_matter(nb)
     title = fm.get('title', Path(nb_path).stem)
     parts = [f'<h1 class="title">{html.escape(title)}</h1>']
-    if fm.get('description'): parts.append(f'<div class="description">{html.escape(fm["description"])}</div>')
+    if fm.get('description'): parts.append(f'<div class="description">{_md2html(fm["description"], inline=True)}</div>')
     for c in nb['cells']:
         src = ''.join(c['source'])
         if c['cell_type'] == 'markdown': parts.append(_md2html(src))
@@ -219,24 +473,28 @@ def render_notebook_html(nb_path:str|Path,           # a notebook from `_proc/`
             if any(cell): parts.append('<div class="cell">' + ''.join(cell) + '</div>')
     out_file = fm.get('output-file', Path(nb_path).stem + '.html')
     return out_file, _PAGE.format(title=html.escape(f'{title} – {site_title}' if site_title else title),
-                                  css=_CSS, nav=''.join(f'<li><a href="{h}">{html.escape(t)}</a></li>' for t,h in nav),
+                                  css=_CSS, nav=_nav_html(nav, out_file), mathjax=MATHJAX_FILE,
                                   site=html.escape(site_title), body='\n'.join(parts))
 
 # %% ../nbs/90_devtools.ipynb #21f1154f
 _CSS = """body{margin:0;font-family:system-ui,-apple-system,'Segoe UI',sans-serif;color:#222;line-height:1.5}
 nav{position:fixed;top:0;left:0;bottom:0;width:15rem;overflow:auto;background:#f4f6f8;padding:1rem;box-sizing:border-box}
-nav ul{list-style:none;padding:0} nav li{margin:.3rem 0} nav a{text-decoration:none;color:#2c6fbb}
+nav ul{list-style:none;padding:0;margin:0} nav li{margin:.2rem 0} nav a{text-decoration:none;color:#2c6fbb}
+nav li.section{margin-top:.8rem} nav li.section>span{font-weight:600;font-size:90%;text-transform:uppercase;color:#555}
+nav li.section ul{padding-left:.6rem} nav li.active>a{font-weight:600;color:#111}
 main{margin-left:16rem;max-width:60rem;padding:1rem 2rem}
 .description{font-style:italic;font-size:125%;opacity:.75;margin-bottom:1.5rem}
 .cell{margin-bottom:1rem} pre{overflow:auto;padding:.5rem;background:#f7f7f7}
 .cell-output,.cell-output-stdout{border-left:2px solid lightsalmon;background:none;margin-left:.8rem}
+img.cell-output-display{max-width:100%;display:block;margin:.5rem 0}
 table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:.25rem .5rem}
-h3{border-top:1px solid #eee;padding-top:.75rem}"""
+div.math{overflow-x:auto} h3,h4{border-top:1px solid #eee;padding-top:.75rem}"""
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>{css}</style><style>{{pygments}}</style></head>
-<body><nav><p><strong>{site}</strong></p><ul>{nav}</ul></nav><main>
+<style>{css}</style><style>{{pygments}}</style>
+<script defer src="{mathjax}"></script></head>
+<body><nav><p><strong><a href="index.html">{site}</a></strong></p><ul>{nav}</ul></nav><main>
 {body}
 </main></body></html>
 """
@@ -246,27 +504,31 @@ def _pygments_css()->str:
     return HtmlFormatter(cssclass='sourceCode').get_style_defs('.sourceCode')
 
 # %% ../nbs/90_devtools.ipynb #7e2b31b2
-def _sidebar_order(proc:Path)->list[Path]:
-    "Notebooks in the order of nbdev's `sidebar.yml` (index first)."
+def _site_nav(proc:Path)->tuple[list[Path], list]:
+    "The processed notebooks in sidebar order, and the sidebar as (title, href) pairs and (section, pairs)."
     import yaml
     sb = proc/'sidebar.yml'
-    items = []
-    def walk(x):
-        if isinstance(x, str): items.append(x)
-        elif isinstance(x, dict): [walk(v) for v in x.get('contents', [])]
-        elif isinstance(x, list): [walk(v) for v in x]
-    if sb.exists(): walk(yaml.safe_load(sb.read_text())['website']['sidebar']['contents'])
-    nbs = [proc/i for i in items if i.endswith('.ipynb') and (proc/i).exists()]
-    return nbs or sorted(proc.glob('*.ipynb'))
+    contents = yaml.safe_load(sb.read_text())['website']['sidebar']['contents'] if sb.exists() else sorted(p.name for p in proc.glob('*.ipynb'))
+    order, nav = [], []
+    def entry(name):
+        p = proc/name
+        if not (name.endswith('.ipynb') and p.exists()): return None
+        fm = _front_matter(json.loads(p.read_text()))
+        order.append(p)
+        return (fm.get('title', p.stem), fm.get('output-file', p.stem + '.html'))
+    for x in contents:
+        if isinstance(x, dict):
+            items = [e for e in map(entry, x.get('contents', [])) if e]
+            if items: nav.append((x.get('section', ''), items))
+        elif (e := entry(x)): nav.append(e)
+    return order, nav
 
 def render_site_fallback(root:Path, proc:Path, out:Path)->list[Path]:
-    "Render every processed notebook in `proc` to HTML in `out`; returns the pages written."
+    "Render every processed notebook in `proc` to HTML in `out`, with the sidebar's sections and MathJax; returns the pages written."
     from nbdev.config import get_config
     cfg = get_config(path=root)
     title, site_url = cfg.title, f'{cfg.doc_host}{cfg.doc_baseurl}/'
-    nbs = _sidebar_order(proc)
-    fms = [_front_matter(json.loads(p.read_text())) for p in nbs]
-    nav = [(fm.get('title', p.stem), fm.get('output-file', p.stem+'.html')) for fm, p in zip(fms, nbs)]
+    nbs, nav = _site_nav(proc)
     if out.exists(): shutil.rmtree(out)
     out.mkdir(parents=True)
     css, pages = _pygments_css(), []
@@ -275,23 +537,26 @@ def render_site_fallback(root:Path, proc:Path, out:Path)->list[Path]:
         # nbdev links symbols to the published site; point them at this local copy instead
         (out/name).write_text(page.replace('{pygments}', css).replace(site_url, ''))
         pages.append(out/name)
+    copy_mathjax(out)
     return pages
 
 def build_docs(root:Path|None=None, use_quarto:bool|None=None)->tuple[Path, list[Path]]:
-    "Build the docs site into `_docs/`: with Quarto when it is installed, else with the fallback renderer."
+    "Build the docs site into `_docs/` from the processed notebooks: with Quarto when it is installed, else with the fallback renderer."
     root = Path(root or project_root())
     from nbdev.config import get_config
     out = root/get_config(path=root).doc_path.name
     if use_quarto is None: use_quarto = shutil.which('quarto') is not None
-    if use_quarto:
-        subprocess.run(['nbdev_docs'], cwd=root, check=True)
-        return out, sorted(out.glob('*.html'))
     proc = process_notebooks(root)
-    return out, render_site_fallback(root, proc, out)
+    if not use_quarto: return out, render_site_fallback(root, proc, out)
+    # what nbdev_docs does after its own processing: render _proc with Quarto, then move the site into place
+    subprocess.run(['quarto', 'render', '--no-cache'], cwd=proc, check=True)
+    if out.exists(): shutil.rmtree(out)
+    shutil.move(str(proc/out.name), str(out))
+    return out, sorted(out.glob('*.html'))
 
 # %% ../nbs/90_devtools.ipynb #543d082b
 def readme_text(proc:Path)->str:
-    "README.md text from the processed `index.ipynb` in `proc`."
+    "README.md text from the processed `index.ipynb` in `proc`: its markdown and code, not the test run's outputs."
     nb = json.loads((proc/'index.ipynb').read_text())
     fm = _front_matter(nb)
     parts = [f"# {fm.get('title','')}", '']
@@ -303,9 +568,6 @@ def readme_text(proc:Path)->str:
             opts, code = _directive_lines(src)
             if opts.get('include') == 'false' or opts.get('echo') == 'false' or not code.strip(): continue
             parts += ['```python', code, '```', '']
-            for o in c.get('outputs', []):
-                t = o.get('text') or o.get('data', {}).get('text/plain')
-                if t: parts += ['    ' + l for l in ''.join(t).rstrip().splitlines()] + ['']
     return '\n'.join(parts).rstrip() + '\n'
 
 def write_readme(root:Path|None=None, proc:Path|None=None)->Path:
@@ -329,56 +591,68 @@ def check_readme_examples(readme:str|Path, timeout:float=300)->CheckResult:
                        '' if r.returncode == 0 else r.stderr[-2000:])
 
 # %% ../nbs/90_devtools.ipynb #6ce8a3b3
-def find_chromium()->str|None:
-    "Path of a Chromium/Chrome binary, or None."
-    for n in ('chromium', 'chromium-browser', 'google-chrome', 'chrome'):
-        if p := shutil.which(n): return p
-    return None
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args): pass
-
-def serve_folder(folder:Path):
-    "Serve `folder` on 127.0.0.1 on a free port in a background thread; returns `(server, base_url)`."
-    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), partial(_Quiet, directory=str(folder)))
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f'http://127.0.0.1:{srv.server_address[1]}'
-
-_CHROME_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-                 '--disable-background-networking', '--disable-component-update', '--disable-sync',
-                 '--disable-dev-shm-usage']
-
-def chromium_dom(url:str, screenshot:Path|None=None, chrome:str|None=None, timeout:float=60)->str:
-    "The DOM Chromium builds for `url` (headless); also saves a PNG screenshot if asked."
-    chrome = chrome or find_chromium()
-    if chrome is None: raise FileNotFoundError('no Chromium found: install it (Debian: apt-get install chromium)')
-    with tempfile.TemporaryDirectory() as prof:
-        base = [chrome, *_CHROME_FLAGS, f'--user-data-dir={prof}']
-        dom = subprocess.run(base + ['--dump-dom', url], capture_output=True, text=True, timeout=timeout).stdout
-        if screenshot is not None:
-            subprocess.run(base + [f'--screenshot={screenshot}', '--window-size=1280,1600', url],
-                           capture_output=True, timeout=timeout)
-    return dom
-
-def check_site_in_browser(site:Path,                 # folder with the built site
-                          expect:dict[str, list[str]], # page file -> texts that must appear in its rendered DOM
-                          shots:Path|None=None         # folder for screenshots (default: `site/_screenshots`)
+def check_site_in_browser(site:Path,                       # folder with the built site
+                          expect:dict[str, list[str]],     # page file -> texts a reader must see on it
+                          math:list[str]=(),               # pages whose formulas must all be typeset
+                          figures:list[str]=(),            # pages that must show at least one image, every one loaded
+                          shots:Path|None=None             # folder for screenshots (default: `site/_screenshots`)
                          )->list[CheckResult]:
-    "Open each page of `site` in headless Chromium and check the expected texts are in the rendered page."
+    "Open pages of `site` in headless Chromium and check what a reader sees: texts, typeset math, loaded figures, a rendered subtitle."
     shots = Path(shots or site/'_screenshots'); shots.mkdir(parents=True, exist_ok=True)
     srv, base = serve_folder(site)
     out = []
     try:
-        for page, texts in expect.items():
-            t0 = time.time()
-            dom = html.unescape(chromium_dom(f'{base}/{page}', shots/(Path(page).stem + '.png')))
-            missing = [t for t in texts if t not in dom]
-            out.append(CheckResult(f'docs in browser: {page}', bool(dom) and not missing, time.time()-t0,
-                                   f'missing: {missing}' if missing else ''))
+        for page in dict.fromkeys([*expect, *math, *figures]):
+            t0, problems = time.time(), []
+            try: r = page_report(base, page)
+            except Exception as e: out.append(CheckResult(f'docs in browser: {page}', False, time.time()-t0, str(e))); continue
+            if missing := [t for t in expect.get(page, []) if t not in r['text']]: problems.append(f'missing: {missing}')
+            if r.get('description') and '`' in r['description']: problems.append(f'raw backticks in the subtitle: {r["description"]!r}')
+            if page in math:
+                if not r['math']: problems.append('no typeset formula (MathJax did not run?)')
+                if '$$' in r['text']: problems.append('raw $$ left in the text')
+                if r['math_errors']: problems.append(f'{r["math_errors"]} formula(s) MathJax could not typeset')
+            if page in figures and not (r['images'] and r['images_loaded'] == r['images']):
+                problems.append(f'{r["images_loaded"]} of {r["images"]} images loaded (the page needs a figure; notebooks '
+                                'show their outputs once `social-align test` has run them)')
+            chromium_dom(f'{base}/{page}', shots/(Path(page).stem + '.png'))
+            out.append(CheckResult(f'docs in browser: {page}', not problems, time.time()-t0, '; '.join(problems)))
     finally: srv.shutdown()
     return out
 
 # %% ../nbs/90_devtools.ipynb #559749e6
+DOCS_BROWSER_CHECKS = dict(   # what CI checks on the built site in Chromium
+    expect={'index.html': ['Two commands', 'social-align test', 'How the code is laid out'],
+            'core.html': ['seed_everything', 'Seed Python, NumPy and torch on every device', 'deterministic:bool=False'],
+            'loss_stable_alignment.html': ['stable_alignment_loss'],
+            'trainer_dpo.html': ['PreferenceTrainer', 'PreferenceConfig', 'every other TrainingArguments field'],
+            'methods.html': ['Stable Alignment', 'ALMoST', 'RAFT', 'SSO'],
+            'recipes.html': ['8×A100', 'accelerate launch']},
+    math=['loss_stable_alignment.html', 'loss_dpo.html'],
+    figures=['eval_report.html'])
+
+def check_publishing(root:Path)->CheckResult:
+    "The deploy workflow publishes the folder the docs are built in, to the address `settings.ini` names, with source links to its repository."
+    from nbdev.config import get_config
+    import yaml
+    cfg, problems = get_config(path=root), []
+    user, repo = cfg.user, cfg.repo
+    if cfg.git_url.rstrip('/') != f'https://github.com/{user}/{repo}': problems.append(f'git_url {cfg.git_url} is not https://github.com/{user}/{repo}')
+    if cfg.doc_host.rstrip('/') != f'https://{user}.github.io': problems.append(f'doc_host {cfg.doc_host} is not https://{user}.github.io (GitHub Pages)')
+    if cfg.doc_baseurl.rstrip('/') != f'/{repo}': problems.append(f'doc_baseurl {cfg.doc_baseurl} is not /{repo}')
+    deploy = root/'.github'/'workflows'/'deploy.yaml'
+    if not deploy.exists(): problems.append('no .github/workflows/deploy.yaml')
+    else:
+        text = deploy.read_text()
+        if f'publish_dir: ./{cfg.doc_path.name}' not in text: problems.append(f'deploy.yaml does not publish ./{cfg.doc_path.name}')
+        if 'quarto' not in text: problems.append('deploy.yaml does not install Quarto')
+    if not (root/'.github'/'workflows'/'test.yaml').exists(): problems.append('no .github/workflows/test.yaml')
+    tracked = subprocess.run(['git', 'ls-files', '*_quarto.yml'], cwd=root, capture_output=True, text=True)
+    qs = ([Path(p) for p in tracked.stdout.split()] if tracked.returncode == 0 and (root/'.git').exists() else
+          [p.relative_to(root) for p in root.glob('**/_quarto.yml') if not set(p.relative_to(root).parts) & {'_proc', '_docs', EXECUTED_DIR}])
+    if qs != [Path(cfg.nbs_path.name)/'_quarto.yml']: problems.append(f'expected one _quarto.yml, in {cfg.nbs_path.name}/: found {qs}')
+    return CheckResult('docs publishing settings consistent', not problems, 0, '; '.join(problems))
+
 def check_docs(root:Path, require_browser:bool=False)->list[CheckResult]:
     "Build the docs, check README.md is generated from index.ipynb and its examples run, and check pages in Chromium."
     t0 = time.time()
@@ -386,7 +660,7 @@ def check_docs(root:Path, require_browser:bool=False)->list[CheckResult]:
     except Exception as e: return [CheckResult('docs build', False, time.time()-t0, repr(e))]
     n_nbs = len(notebook_files(root))
     res = [CheckResult('docs build', len(pages) >= n_nbs, time.time()-t0,
-                       f'{len(pages)} pages for {n_nbs} notebooks' if len(pages) < n_nbs else '')]
+                       f'{len(pages)} pages for {n_nbs} notebooks' if len(pages) < n_nbs else ''), check_publishing(root)]
     readme = root/'README.md'
     old = readme.read_text() if readme.exists() else ''
     new = readme_text(root/'_proc')
@@ -399,9 +673,7 @@ def check_docs(root:Path, require_browser:bool=False)->list[CheckResult]:
         if require_browser: res.append(CheckResult('docs in browser', False, 0, msg))
         else: print(msg)
         return res
-    return res + check_site_in_browser(out, {'index.html': ['Two commands', 'social-align test'],
-                                            'core.html': ['seed_everything', 'Seed Python, NumPy and torch on every device',
-                                                          'deterministic:bool=False']})
+    return res + check_site_in_browser(out, **DOCS_BROWSER_CHECKS)
 
 def run_checks(root:Path|None=None,   # project root (default: found from the current folder)
                flags:str='',           # extra notebook test flags to run, e.g. 'slow'

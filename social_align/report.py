@@ -8,7 +8,7 @@ import base64, html, io, json, math, shutil
 from pathlib import Path
 from typing import Any, Sequence
 from .core import read_jsonl, read_json, pyplot, finish_figure
-from .devtools import find_chromium, chromium_dom
+from .browser import find_chromium, chromium_dom
 
 # %% auto #0
 __all__ = ['LOSS_KEYS', 'reward_keys', 'plot_iterations', 'log_history', 'plot_losses', 'rating_counts', 'plot_ratings',
