@@ -1,7 +1,8 @@
 """Online RL against a reward model (social_align.trainers.rl.RLTrainer): PPO, as ALMoST did, or RLOO.
 
-Data: a .jsonl/.json file of prompt records `{"prompt": ...}` (text, or chat message lists). Every RL step samples
-responses from the current policy for per_device_train_batch_size prompts per process (--num_samples per prompt),
+Data: a .jsonl/.json file of prompt records `{"prompt": ...}` (text, or chat message lists), or a text file with one
+prompt a line (social_align.data.load_prompts). Every RL step samples responses from the current policy for
+per_device_train_batch_size prompts per process (--num_samples per prompt),
 scores them with --reward_model_path (a 1-output sequence-classification model, read through its own tokenizer),
 subtracts a per-token KL penalty to the starting policy (--kl_coef, or --adaptive_kl True with --target_kl), and
 updates the policy for --ppo_epochs passes of --num_mini_batches mini-batches. --algorithm ppo trains a value model

@@ -14,7 +14,7 @@ from torch import nn, Tensor
 from fastcore.basics import patch
 
 from ..core import DataError, atomic_write_json, read_json, pyplot, finish_figure
-from ..data import Schema, check_text, load_records
+from ..data import PROMPT_SCHEMA, load_prompts
 from ..generation import Generator, HFGenerator
 from ..models import (load_tokenizer, load_causal_lm, load_reference_model, load_reward_model, ensure_pad_token,
                                  score_texts, is_decoder_reward_model, positions_from_mask, freeze)
@@ -24,13 +24,13 @@ from ..losses.rl import (masked_mean, masked_var, whiten, gae, rloo_advantages, 
 from .base import AlignmentConfig, disable_dropout
 
 # %% auto #0
-__all__ = ['PROMPT_SCHEMA', 'RLConfig', 'load_prompts', 'rollout_batch', 'response_logprobs', 'value_predictions',
-           'PolicyAndValue', 'RLState', 'value_model_from_policy', 'RLTrainer', 'checkpoints', 'plot_rl', 'masked_mean',
-           'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss', 'clipped_value_loss',
+__all__ = ['RLConfig', 'rollout_batch', 'response_logprobs', 'value_predictions', 'PolicyAndValue', 'RLState',
+           'value_model_from_policy', 'RLTrainer', 'checkpoints', 'plot_rl', 'PROMPT_SCHEMA', 'load_prompts',
+           'masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss', 'clipped_value_loss',
            'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController']
 
 # %% ../../nbs/37_trainer_rl.ipynb #cbac4412
-_all_ = ['masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss', 'clipped_value_loss', 'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController']
+_all_ = ['PROMPT_SCHEMA', 'load_prompts', 'masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss', 'clipped_value_loss', 'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController']
 
 # %% ../../nbs/37_trainer_rl.ipynb #9c95416f
 @dataclass
@@ -84,17 +84,6 @@ class RLConfig(AlignmentConfig):
         for name in ('gamma', 'lam'):
             if not 0 <= getattr(self, name) <= 1: raise ValueError(f'{name} must be in [0, 1], got {getattr(self, name)}')
         if self.generation_backend not in ('hf', 'vllm'): raise ValueError(f"generation_backend must be 'hf' or 'vllm', got {self.generation_backend!r}")
-
-# %% ../../nbs/37_trainer_rl.ipynb #4b6b301e
-def _check_prompt(r): return ('prompt', m) if (m := check_text(r['prompt'], 'prompt')) else None
-PROMPT_SCHEMA = Schema('prompt', ('prompt',), check=_check_prompt)
-
-def load_prompts(src # a .jsonl/.json path, records `{"prompt": ...}`, a `datasets.Dataset`, or a list of prompts
-                )->list:
-    "The validated prompts (strings or chat message lists)."
-    if isinstance(src, (list, tuple)) and src and all(isinstance(p, str) or (isinstance(p, list) and p and isinstance(p[0], dict) and 'role' in p[0]) for p in src):
-        src = [{'prompt': p} for p in src]
-    return [r['prompt'] for r in load_records(src, PROMPT_SCHEMA)]
 
 # %% ../../nbs/37_trainer_rl.ipynb #1dfaa656
 def rollout_batch(prompt_ids:Sequence[Sequence[int]],   # token ids of each sequence's prompt
