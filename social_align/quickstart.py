@@ -15,7 +15,8 @@ from transformers import TrainerCallback
 from .core import Config, seed_everything, atomic_write_json, read_json, read_jsonl, write_jsonl, pyplot, finish_figure
 from .data import as_text
 from .toyworld import (QUESTION_TEMPLATES, make_question, make_answer, make_feedback, split_situations,
-                                   aligned_share, judge_alignment, toy_preferences)
+                                   aligned_share, judge_alignment, toy_preferences,
+                                   pretrain)   # pretrain: its home is the toy world; importable from here too
 from .models import (train_bpe_tokenizer, build_tiny_causal_lm, save_model, load_tokenizer, load_causal_lm,
                                  plain_chat_template)
 from .generation import HFGenerator
@@ -27,15 +28,13 @@ from .synthetic_feedback import (Demonstrations, RGConfiguration, RGConfig, gene
 from .principles import Principle, PairConfig, positive_system_prompt, negative_system_prompt, chat_prompt, DEFAULT_SYSTEM
 from .evaluation import reward_scores, win_rate_from_scores, rm_accuracy
 from .report import write_report, log_history
-from .logprobs import make_batch, forward_logprobs
-from .losses.sft import sft_loss
 
 # %% auto #0
 __all__ = ['PREAMBLE', 'QUICKSTART_PRINCIPLES', 'ANSWER_STOP', 'BASE_KEYS', 'REDUCED_SETTINGS', 'conversation_doc',
            'sandbox_role_docs', 'principle_docs', 'society_corpus', 'QuickstartConfig', 'base_cache_key', 'StageBar',
-           'train_base_policy', 'base_policy', 'pretrain', 'prompt_text', 'run_society', 'toy_demonstrations',
-           'run_almost', 'train_reward_model', 'train_stable_alignment', 'run_sso', 'run_raft', 'sample_answers',
-           'evaluate_policies', 'example_answers', 'results_table', 'plot_results', 'quickstart']
+           'train_base_policy', 'base_policy', 'prompt_text', 'run_society', 'toy_demonstrations', 'run_almost',
+           'train_reward_model', 'train_stable_alignment', 'run_sso', 'run_raft', 'sample_answers', 'evaluate_policies',
+           'example_answers', 'results_table', 'plot_results', 'quickstart']
 
 # %% ../nbs/80_quickstart.ipynb #d54455b0
 PREAMBLE = 'Below are a few conversations between people and an assistant.'
@@ -205,24 +204,6 @@ def base_policy(cfg:QuickstartConfig, out:Path, train_ids:list[int])->Path:
     shutil.copytree(cache, dest.with_name('base.tmp'), dirs_exist_ok=True)
     (dest.with_name('base.tmp')).rename(dest)
     return dest
-
-# %% ../nbs/80_quickstart.ipynb #ba499774
-def pretrain(model, tok, texts:list[str], # the model, its tokenizer and the documents
-             steps:int, batch_size:int, lr:float, seed:int=0, desc:str='pretrain')->list[float]:
-    "Language-model `model` on `texts` (every token scored, batches drawn with `seed`); returns the loss per step."
-    g = torch.Generator().manual_seed(seed)
-    enc = [torch.tensor(tok(t)['input_ids'] + [tok.eos_token_id]) for t in texts]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    w = max(1, int(steps*0.05))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s+1)/w) * 0.5*(1+math.cos(math.pi*min(1, s/steps))))
-    model.train(); losses = []
-    for _ in (bar := tqdm(range(steps), desc=desc, leave=False)):
-        idx = torch.randint(len(enc), (batch_size,), generator=g).tolist()
-        loss = sft_loss(*forward_logprobs(model, make_batch([enc[i] for i in idx], pad_token_id=tok.pad_token_id)))[0]
-        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
-        losses.append(loss.item()); bar.set_postfix(loss=f'{losses[-1]:.3f}')
-    model.eval()
-    return losses
 
 # %% ../nbs/80_quickstart.ipynb #1619dec0
 def _question_texts(ids:list[int])->list[str]: return [make_question(i, t) for t in range(len(QUESTION_TEMPLATES)) for i in ids]

@@ -4,13 +4,17 @@
 
 # %% ../nbs/06_toyworld.ipynb #8d6455f4
 from __future__ import annotations
-import random, re
+import math, random, re
+import torch
+from tqdm.auto import tqdm
 from .data import as_text
+from .logprobs import make_batch, forward_logprobs
 
 # %% auto #0
 __all__ = ['SITUATIONS', 'QUESTION_TEMPLATES', 'ALIGNED_OPENERS', 'ALIGNED_CLOSERS', 'MISALIGNED_OPENERS', 'MISALIGNED_CLOSERS',
            'GOOD_REASONS', 'BAD_REASONS', 'make_question', 'make_answer', 'judge_alignment', 'aligned_share',
-           'make_feedback', 'split_situations', 'dialogue_text', 'toy_ranked', 'toy_preferences', 'toy_corpus']
+           'make_feedback', 'split_situations', 'dialogue_text', 'toy_ranked', 'toy_preferences', 'toy_corpus',
+           'pretrain']
 
 # %% ../nbs/06_toyworld.ipynb #922f1871
 SITUATIONS = [
@@ -187,3 +191,23 @@ def toy_corpus(situations:list[int]|None=None, seed:int=0, p_aligned:float=0.5)-
             out.append(dialogue_text(make_question(i, t), make_answer(i, aligned, rng)))
             out.append(make_feedback(aligned, rng)[1])
     return out
+
+# %% ../nbs/06_toyworld.ipynb #226b16b0
+def pretrain(model, tok, texts:list[str], # the model, its tokenizer and the documents
+             steps:int, batch_size:int, lr:float, seed:int=0, desc:str='pretrain')->list[float]:
+    "Language-model `model` on `texts` (every token scored, batches drawn with `seed`); returns the loss per step."
+    g = torch.Generator().manual_seed(seed)
+    enc = [torch.tensor(tok(t)['input_ids'] + [tok.eos_token_id]) for t in texts]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    w = max(1, int(steps*0.05))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s+1)/w) * 0.5*(1+math.cos(math.pi*min(1, s/steps))))
+    model.train(); losses = []
+    for _ in (bar := tqdm(range(steps), desc=desc, leave=False)):
+        idx = torch.randint(len(enc), (batch_size,), generator=g).tolist()
+        logps, mask = forward_logprobs(model, make_batch([enc[i] for i in idx], pad_token_id=tok.pad_token_id))
+        mask = mask.bool()
+        loss = -torch.where(mask, logps, 0.).sum(-1).sum() / mask.sum(-1).sum()   # token-mean NLL, as sft_loss
+        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
+        losses.append(loss.item()); bar.set_postfix(loss=f'{losses[-1]:.3f}')
+    model.eval()
+    return losses
