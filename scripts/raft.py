@@ -43,7 +43,8 @@ def main(argv=None):
     from social_align.models import load_causal_lm, load_reward_model, load_tokenizer
     from social_align.models import RewardHeadMissingError
     from social_align.core import DataError, ResumeSettingsError
-    from social_align.trainers.raft import raft, load_prompts, plot_raft
+    from social_align.trainers.raft import raft, plot_raft
+    from social_align.data import load_prompts
     try:
         prompts = load_prompts(args.prompts_path, field=args.prompt_field)
         tok = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path)

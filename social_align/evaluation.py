@@ -13,9 +13,7 @@ from torch import nn, Tensor
 from .core import iter_jsonl
 from .models import is_decoder_reward_model, sequence_rewards, score_texts, ensure_pad_token
 from .logprobs import forward_logprobs, sequence_logprobs, make_batch
-from .trainers.base import encode_prompt_response
-from .trainers.reward import pair_text
-from .trainers.raft import distinct_n
+from .tokenization import encode_prompt_response, pair_text, distinct_n
 
 # %% auto #0
 __all__ = ['AB_TEMPLATE', 'AB_FIELDS', 'MC1_FIELDS', 'MC1_TEMPLATE', 'pairwise_accuracy', 'reward_scores', 'rm_accuracy',

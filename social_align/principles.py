@@ -12,17 +12,17 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .core import Config, DataError, JsonlWriter, done_keys, read_jsonl, write_jsonl
-from .data import as_text, check_text, iter_file_records
+from .core import Config, DataError, JsonlWriter, done_keys, input_file, read_jsonl, write_jsonl
+from .data import as_text, check_text, iter_file_records, load_prompts
 from .models import ensure_pad_token, eval_mode
 from .logprobs import make_batch, forward_logprobs, sequence_logprobs
-from .trainers.base import encode_prompt_response, truncate_pair
-from .synthetic_feedback import chunk_seed, read_lines, todo_chunks
+from .tokenization import encode_prompt_response, truncate_pair
+from .synthetic_feedback import chunk_seed, todo_chunks
 
 # %% auto #0
-__all__ = ['PRINCIPLE_FIELDS', 'DEFAULT_PRINCIPLES', 'CONCISION', 'DEFAULT_SYSTEM', 'NO_REVEAL', 'LOGP_KEYS', 'Principle',
-           'default_principles', 'principle_from_dict', 'read_principles', 'load_principles', 'feature_prompt',
-           'parse_features', 'query_key', 'fill_features', 'system_prompt', 'positive_system_prompt',
+__all__ = ['PRINCIPLE_FIELDS', 'DEFAULT_PRINCIPLES', 'CONCISION', 'DEFAULT_SYSTEM', 'NO_REVEAL', 'LOGP_KEYS', 'QUERY_FIELDS',
+           'Principle', 'default_principles', 'principle_from_dict', 'read_principles', 'load_principles',
+           'feature_prompt', 'parse_features', 'query_key', 'fill_features', 'system_prompt', 'positive_system_prompt',
            'negative_system_prompt', 'chat_prompt', 'choose_features', 'sample_responses', 'duplicate_reason',
            'mean_response_logprobs', 'principle_logprobs', 'filter_reasons', 'PairConfig', 'candidates_path',
            'make_candidates', 'select_pairs', 'principle_pairs', 'load_queries']
@@ -442,23 +442,10 @@ def principle_pairs(queries:Sequence,                         # queries: strings
     write_jsonl(output_path, recs)
     return dict(stats, generated=n_new)
 
+QUERY_FIELDS = ('prompt', 'query', 'instruction', 'question')
+
 def load_queries(path:str|Path,           # .txt (one query per line), .jsonl or .json
-                 field:str|None=None      # the record field holding the query (default: prompt, query, instruction or question)
+                 field:str|None=None      # the record field holding the query (default: the first of `QUERY_FIELDS` a record has)
                 )->list:
-    "Queries from a file; a bad record raises `DataError` naming file, line and field."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'{path}: no such file')
-    if path.suffix == '.txt': return read_lines(path, 'query')     # names the file and line of a non-UTF-8 byte
-    items = list(iter_file_records(path, what='queries or records'))
-    out = []
-    for src, line, r in items:
-        if isinstance(r, str) and field is None: q, f = r, None
-        elif isinstance(r, dict):
-            f = field or next((k for k in ('prompt', 'query', 'instruction', 'question') if k in r), None)
-            if f is None or f not in r: raise DataError(f'no query field (expected {field or "prompt, query, instruction or question"})', src, line, field)
-            q = r[f]
-        else: raise DataError(f'expected a JSON object, got {type(r).__name__}', src, line)
-        if m := check_text(q, f or 'query'): raise DataError(m, src, line, f)
-        out.append(q)
-    if not out: raise DataError('no queries found', path)
-    return out
+    "Queries from a file (`data.load_prompts`); a bad record raises `DataError` naming file, line and field."
+    return load_prompts(input_file(path, 'queries file'), field or QUERY_FIELDS)

@@ -16,14 +16,14 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments
 
 from ..core import DataError, atomic_write_json
 from ..data import load_records, get_schema
-from ..models import format_prompt, load_tokenizer, load_causal_lm, ensure_pad_token, freeze, tokenizer_appends_eos
+from ..models import load_tokenizer, load_causal_lm, ensure_pad_token, freeze
+from ..tokenization import response_text, prompt_ids, encode_prompt_response, truncate_pair   # re-exported: their home is social_align.tokenization
 from ..logprobs import make_batch
 
 # %% auto #0
-__all__ = ['AlignmentConfig', 'response_text', 'prompt_ids', 'encode_prompt_response', 'truncate_pair', 'as_dataset',
-           'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'disable_dropout', 'deepspeed_reference',
-           'AlignmentTrainer', 'step_losses', 'ScriptArguments', 'use_cpu_ranks_without_accelerator', 'parse_cli',
-           'parse_script_args', 'run_training']
+__all__ = ['AlignmentConfig', 'as_dataset', 'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'disable_dropout',
+           'deepspeed_reference', 'AlignmentTrainer', 'step_losses', 'ScriptArguments',
+           'use_cpu_ranks_without_accelerator', 'parse_cli', 'parse_script_args', 'run_training']
 
 # %% ../../nbs/30_trainer_base.ipynb #1eff07fd
 @dataclass
@@ -44,55 +44,6 @@ class AlignmentConfig(TrainingArguments):
         if self.max_length is not None and self.max_length < 2: raise ValueError(f'max_length must be at least 2, got {self.max_length}')
         if self.max_prompt_length is not None and self.max_length is not None and self.max_prompt_length >= self.max_length:
             raise ValueError(f'max_prompt_length ({self.max_prompt_length}) must be smaller than max_length ({self.max_length})')
-
-# %% ../../nbs/30_trainer_base.ipynb #f77a41b0
-def response_text(response:str|list[dict])->str:
-    "The text of a response: a string as is, chat messages' contents joined by blank lines."
-    if isinstance(response, str): return response
-    return '\n\n'.join(m['content'] for m in response)
-
-def prompt_ids(tokenizer, prompt:str|list[dict]|None)->list[int]:
-    "Token ids of a prompt (chat prompts through the chat template, with no second BOS, and no EOS after the prompt)."
-    if prompt is None or (isinstance(prompt, str) and not prompt): ids = tokenizer('', add_special_tokens=True)['input_ids']
-    else:
-        text = format_prompt(prompt, tokenizer)
-        templated = not isinstance(prompt, str) and getattr(tokenizer, 'chat_template', None)
-        ids = tokenizer(text, add_special_tokens=not templated)['input_ids']
-    if ids[-1:] == [tokenizer.eos_token_id] and tokenizer_appends_eos(tokenizer): ids = ids[:-1]   # a prompt does not end the text
-    return ids
-
-def encode_prompt_response(tokenizer,                      # a `transformers` tokenizer
-                           prompt:str|list[dict]|None,     # the prompt: text or chat messages (None/'' for none)
-                           response:str|list[dict],        # the response to score or learn
-                           add_eos:bool=True               # end the response with EOS (where generation stops)
-                          )->tuple[list[int], list[int]]:  # (prompt ids, response ids)
-    "Token ids of the prompt and of the response, tokenized separately so the boundary is exact."
-    p = prompt_ids(tokenizer, prompt)
-    ptxt = format_prompt(prompt, tokenizer) if prompt else ''
-    rtxt = response_text(response)
-    sep = ' ' if ptxt and not ptxt[-1].isspace() and rtxt and not rtxt[0].isspace() else ''
-    r = tokenizer(sep + rtxt, add_special_tokens=False)['input_ids']
-    if add_eos and (not r or r[-1] != tokenizer.eos_token_id): r = r + [tokenizer.eos_token_id]
-    return p, r
-
-# %% ../../nbs/30_trainer_base.ipynb #987fac31
-def truncate_pair(p:list[int],                # prompt ids
-                  r:list[int],                # response ids
-                  max_length:int|None,        # longest prompt + response (None: no limit)
-                  max_prompt_length:int|None=None, # longest prompt (None: no separate limit)
-                  side:str='left'             # 'left' or 'right': where tokens are dropped
-                 )->tuple[list[int], list[int]]|None: # (prompt, response), or None when no response token is left
-    "Cut prompt and response to the length limits from the left or the right."
-    if side not in ('left', 'right'): raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    if max_prompt_length is not None and len(p) > max_prompt_length:
-        p = p[len(p)-max_prompt_length:] if side == 'left' else p[:max_prompt_length]
-    if max_length is not None and len(p) + len(r) > max_length:
-        extra = len(p) + len(r) - max_length
-        if side == 'left':
-            cut_p = min(extra, len(p)); p, r = p[cut_p:], r[extra-cut_p:]
-        else:
-            cut_r = min(extra, len(r)); r = r[:len(r)-cut_r]; p = p[:len(p)-(extra-cut_r)]
-    return (p, r) if r else None
 
 # %% ../../nbs/30_trainer_base.ipynb #329303ea
 def as_dataset(src,                   # a .jsonl/.json path, a list of dicts, or a `datasets.Dataset`

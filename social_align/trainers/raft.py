@@ -15,12 +15,13 @@ from torch import nn
 from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure
 from ..generation import Generator, HFGenerator, check_prompts
 from ..models import eval_mode, format_prompt, save_model, score_texts
+from ..tokenization import distinct_n   # importable from here too
+from ..data import load_prompts      # the prompt reader of every stage; importable from here too
 
 # %% auto #0
-__all__ = ['CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'distinct_n', 'degenerate_reason', 'mask_degenerate', 'select_local',
-           'select_global', 'prompt_order', 'iteration_prompts', 'load_prompts', 'reward_text', 'ScoredBatch',
-           'sample_and_score', 'batch_stats', 'finetune_on', 'checkpoints', 'save_checkpoint', 'load_weights_into',
-           'raft_settings', 'raft', 'plot_raft']
+__all__ = ['CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'degenerate_reason', 'mask_degenerate', 'select_local', 'select_global',
+           'prompt_order', 'iteration_prompts', 'reward_text', 'ScoredBatch', 'sample_and_score', 'batch_stats',
+           'finetune_on', 'checkpoints', 'save_checkpoint', 'load_weights_into', 'raft_settings', 'raft', 'plot_raft']
 
 # %% ../../nbs/36_raft.ipynb #ef05730d
 def _f(default, help:str, **kw):
@@ -88,18 +89,6 @@ class RAFTConfig(Config):
             setattr(self, name, [s for s in v if s])   # '' drops out: `--bad_markers ''` turns the rule off
         return self
 
-# %% ../../nbs/36_raft.ipynb #70cc20bd
-def distinct_n(texts:Sequence[str], # the samples
-               n:int=2               # n-gram order
-              )->float:
-    "Distinct `n`-grams / all `n`-grams of whitespace tokens, over all `texts` together (0 when there are none)."
-    if n < 1: raise ValueError(f'n must be a positive integer, got {n}')
-    grams, total = set(), 0
-    for t in texts:
-        w = t.split()
-        for i in range(len(w) - n + 1): grams.add(tuple(w[i:i+n])); total += 1
-    return len(grams) / total if total else 0.0
-
 # %% ../../nbs/36_raft.ipynb #16455d9b
 def degenerate_reason(response:str,                 # a sampled response
                       min_chars:int=3,              # fewer non-blank characters: degenerate
@@ -166,28 +155,6 @@ def iteration_prompts(order:Sequence[int], # from `prompt_order`
     if iteration < 1: raise ValueError(f'iterations count from 1, got {iteration}')
     n = len(order); b = min(per_iteration, n)
     return [order[((iteration - 1) * b + j) % n] for j in range(b)]
-
-def load_prompts(path:str|Path,        # .jsonl / .json of records, or a text file with one prompt per line
-                 field:str='prompt'     # the record field that holds the prompt
-                )->list:
-    "A prompt pool from a file; strings or chat message lists."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'{path}: no such prompts file')
-    if path.suffix == '.jsonl': items = list(iter_jsonl(path, with_lines=True))
-    elif path.suffix == '.json':
-        data = read_json(path)
-        if not isinstance(data, list): raise DataError(f'expected a JSON list of prompts, got {type(data).__name__}', path)
-        items = [(None, o) for o in data]
-    else:
-        return [l for l in path.read_text(encoding='utf-8').splitlines() if l.strip()]
-    out = []
-    for i, (line, rec) in enumerate(items):
-        if isinstance(rec, str) and path.suffix == '.json': out.append(rec); continue
-        if not isinstance(rec, dict) or field not in rec:
-            raise DataError(f'record has no {field!r} field', path, line if line is not None else i + 1, field)
-        out.append(rec[field])
-    try: return check_prompts(out)
-    except (ValueError, TypeError) as e: raise DataError(str(e), path, None, field) from None
 
 # %% ../../nbs/36_raft.ipynb #feea8294
 def reward_text(prompt:str|list[dict], # the prompt, as given to the policy

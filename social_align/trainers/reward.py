@@ -10,15 +10,15 @@ from pathlib import Path
 
 from torch import nn, Tensor
 
-from .base import (AlignmentConfig, AlignmentTrainer, SequenceCollator, as_dataset, tokenize_dataset,
-                                        encode_prompt_response, response_text)
+from .base import AlignmentConfig, AlignmentTrainer, SequenceCollator, as_dataset, tokenize_dataset
+from ..tokenization import encode_prompt_response, pair_text   # pair_text: importable from here too
 from ..models import load_tokenizer, reward_tokenizer, reward_tokenizer_to_save
-from ..models import load_reward_model, is_decoder_reward_model, sequence_rewards, format_prompt
+from ..models import load_reward_model, is_decoder_reward_model, sequence_rewards
 from ..logprobs import split_groups
 from ..losses.reward import pairwise_reward_loss
 
 # %% auto #0
-__all__ = ['RewardConfig', 'pair_text', 'RewardModelTrainer']
+__all__ = ['RewardConfig', 'RewardModelTrainer']
 
 # %% ../../nbs/32_trainer_reward.ipynb #574296ae
 @dataclass
@@ -42,12 +42,6 @@ def _encoder_ids(tokenizer, text:str, max_length:int|None, side:str)->list[int]:
     tokenizer.truncation_side = side
     try: return tokenizer(text, add_special_tokens=True, truncation=max_length is not None, max_length=max_length)['input_ids']
     finally: tokenizer.truncation_side = old
-
-def pair_text(prompt, response)->str:
-    "The whole text of prompt + response, as an encoder reads it (one space between them where needed)."
-    ptxt, rtxt = (format_prompt(prompt) if prompt else ''), response_text(response)
-    sep = ' ' if ptxt and not ptxt[-1].isspace() and rtxt and not rtxt[0].isspace() else ''
-    return ptxt + sep + rtxt
 
 # %% ../../nbs/32_trainer_reward.ipynb #8a4aaf97
 class RewardModelTrainer(AlignmentTrainer):

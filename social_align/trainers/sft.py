@@ -13,7 +13,8 @@ from torch import nn, Tensor
 
 from ..core import DataError
 from ..data import load_records
-from .base import AlignmentConfig, AlignmentTrainer, as_dataset, tokenize_dataset, encode_prompt_response, truncate_pair
+from .base import AlignmentConfig, AlignmentTrainer, as_dataset, tokenize_dataset
+from ..tokenization import encode_prompt_response, truncate_pair
 from ..logprobs import forward_logprobs
 from ..losses.sft import sft_loss
 
