@@ -7,22 +7,15 @@ SCRIPT = Path(__file__).parents[1]/'evaluate.py'
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'false'}
 
 
-def write_jsonl(path, recs):
-    path.write_text(''.join(json.dumps(r) + '\n' for r in recs))
-    return path
+from _tiny import write_jsonl, toy_tokenizer, save_tiny
 
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
     "Two tiny Llamas (policy, reference), a tiny reward model, held-out preference pairs and samples."
-    from social_align.models import train_bpe_tokenizer, build_tiny_causal_lm, build_tiny_reward_model, save_model
-    from social_align.toyworld import toy_preferences, toy_corpus, split_situations
-    root = tmp_path_factory.mktemp('tiny')
-    tok = train_bpe_tokenizer(toy_corpus(), vocab_size=400, chat_template=None)
-    kw = dict(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128)
-    save_model(build_tiny_causal_lm(tok, seed=0, **kw), tok, root/'policy')
-    save_model(build_tiny_causal_lm(tok, seed=1, **kw), tok, root/'ref')
-    save_model(build_tiny_reward_model(tok, seed=2, **kw), tok, root/'rm')
+    from social_align.toyworld import toy_preferences, split_situations
+    root, tok = tmp_path_factory.mktemp('tiny'), toy_tokenizer()
+    save_tiny(tok, root/'policy', seed=0); save_tiny(tok, root/'ref', seed=1); save_tiny(tok, root/'rm', seed=2, reward=True)
     _, held_out = split_situations()
     prefs = toy_preferences(held_out)[:6]
     return dict(root=root, policy=root/'policy', ref=root/'ref', rm=root/'rm', prefs=write_jsonl(root/'prefs.jsonl', prefs),

@@ -9,20 +9,14 @@ TRAIN_FLAGS = ['--per_device_train_batch_size', '2', '--per_device_eval_batch_si
                '--logging_steps', '1', '--learning_rate', '1e-3', '--save_strategy', 'no', '--report_to', 'none',
                '--disable_tqdm', 'True', '--max_length', '96', '--seed', '0']
 
-def write_jsonl(path, recs):
-    path.write_text(''.join(json.dumps(r) + '\n' for r in recs))
-    return path
+from _tiny import write_jsonl, toy_tokenizer, save_tiny
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
     "A tiny Llama and its tokenizer in a folder, a second one as an explicit reference, and toy preference pairs."
-    from social_align.models import train_bpe_tokenizer, build_tiny_causal_lm, save_model
-    from social_align.toyworld import toy_preferences, toy_corpus, split_situations
-    root = tmp_path_factory.mktemp('tiny')
-    tok = train_bpe_tokenizer(toy_corpus(), vocab_size=400, chat_template=None)
-    kw = dict(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128)
-    save_model(build_tiny_causal_lm(tok, seed=0, **kw), tok, root/'model')
-    save_model(build_tiny_causal_lm(tok, seed=1, **kw), tok, root/'ref')
+    from social_align.toyworld import toy_preferences, split_situations
+    root, tok = tmp_path_factory.mktemp('tiny'), toy_tokenizer()
+    save_tiny(tok, root/'model', seed=0); save_tiny(tok, root/'ref', seed=1)
     train_ids, held_out = split_situations()
     data = write_jsonl(root/'prefs.jsonl', toy_preferences(train_ids)[:16])
     chat = [{**r, 'prompt': [{'role': 'user', 'content': r['prompt']}]} for r in toy_preferences(held_out)[:5]]

@@ -13,18 +13,15 @@ def run(script, *args):
     return subprocess.run([sys.executable, str(SCRIPTS/script), *map(str, args)], capture_output=True, text=True,
                           timeout=300, env=ENV)
 
-def write_jsonl(path, recs):
-    path.write_text(''.join(json.dumps(r) + '\n' for r in recs))
-    return path
+from _tiny import write_jsonl, toy_tokenizer, save_tiny
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
     "A tiny Llama (causal LM) and its tokenizer saved in a folder, and the toy world's preference pairs."
-    from social_align.models import train_bpe_tokenizer, build_tiny_causal_lm, save_model, plain_chat_template
-    from social_align.toyworld import toy_preferences, toy_corpus, split_situations
-    root = tmp_path_factory.mktemp('tiny')
-    tok = train_bpe_tokenizer(toy_corpus(), vocab_size=400, chat_template=None)
-    save_model(build_tiny_causal_lm(tok, hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128), tok, root/'model')
+    from social_align.models import plain_chat_template
+    from social_align.toyworld import toy_preferences, split_situations
+    root, tok = tmp_path_factory.mktemp('tiny'), toy_tokenizer()
+    save_tiny(tok, root/'model')
     train_ids, held_out = split_situations()
     prefs = toy_preferences(train_ids)[:16]
     sft = [{'prompt': plain_chat_template([{'role': 'user', 'content': r['prompt']}]), 'completion': r['chosen']} for r in prefs]
@@ -77,12 +74,9 @@ def test_train_reward(tiny, tmp_path):
 @pytest.fixture(scope='module')
 def tiny_nopad(tmp_path_factory):
     "A tiny causal LM whose tokenizer has no pad token (as Llama and GPT-2 ship)."
-    from social_align.models import train_bpe_tokenizer, build_tiny_causal_lm, save_model
-    from social_align.toyworld import toy_corpus
-    tok = train_bpe_tokenizer(toy_corpus(), vocab_size=400, chat_template=None, no_pad=True)
+    tok = toy_tokenizer(no_pad=True)
     assert tok.pad_token is None
-    lm = build_tiny_causal_lm(tok, hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128)
-    return save_model(lm, tok, tmp_path_factory.mktemp('nopad')/'model')
+    return save_tiny(tok, tmp_path_factory.mktemp('nopad')/'model')
 
 def test_train_reward_scores_the_same_in_plain_transformers(tiny, tiny_nopad, tmp_path):
     """A reward model trained by train_reward.py from a causal LM whose tokenizer has no pad token gives the library's
