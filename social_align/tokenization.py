@@ -28,6 +28,10 @@ def prompt_ids(tokenizer, prompt:str|list[dict]|None)->list[int]:
     return ids
 
 # %% ../nbs/04_tokenization.ipynb #1af2ebd5
+def _sep(ptxt:str, rtxt:str)->str:
+    "The space that joins a prompt ending in a word character to a response that starts without one ('' otherwise)."
+    return ' ' if ptxt and not ptxt[-1].isspace() and rtxt and not rtxt[0].isspace() else ''
+
 def encode_prompt_response(tokenizer,                      # a `transformers` tokenizer
                            prompt:str|list[dict]|None,     # the prompt: text or chat messages (None/'' for none)
                            response:str|list[dict],        # the response to score or learn
@@ -37,8 +41,7 @@ def encode_prompt_response(tokenizer,                      # a `transformers` to
     p = prompt_ids(tokenizer, prompt)
     ptxt = format_prompt(prompt, tokenizer) if prompt else ''
     rtxt = response_text(response)
-    sep = ' ' if ptxt and not ptxt[-1].isspace() and rtxt and not rtxt[0].isspace() else ''
-    r = tokenizer(sep + rtxt, add_special_tokens=False)['input_ids']
+    r = tokenizer(_sep(ptxt, rtxt) + rtxt, add_special_tokens=False)['input_ids']
     if add_eos and (not r or r[-1] != tokenizer.eos_token_id): r = r + [tokenizer.eos_token_id]
     return p, r
 
@@ -62,11 +65,15 @@ def truncate_pair(p:list[int],                # prompt ids
     return (p, r) if r else None
 
 # %% ../nbs/04_tokenization.ipynb #19c15cd3
-def pair_text(prompt, response)->str:
-    "The whole text of prompt + response, as an encoder reads it (one space between them where needed)."
-    ptxt, rtxt = (format_prompt(prompt) if prompt else ''), response_text(response)
-    sep = ' ' if ptxt and not ptxt[-1].isspace() and rtxt and not rtxt[0].isspace() else ''
-    return ptxt + sep + rtxt
+def pair_text(prompt:str|list[dict]|None,    # the prompt: text or chat messages (None/'' for none)
+              response:str|list[dict],       # the response
+              tokenizer=None                 # a tokenizer whose chat template renders chat prompts (default: the plain template)
+             )->str:
+    "The whole text of prompt + response as one string, joined as `encode_prompt_response` joins them."
+    ptxt, rtxt = (format_prompt(prompt, tokenizer) if prompt else ''), response_text(response)
+    bos = getattr(tokenizer, 'bos_token', None)
+    if not isinstance(prompt, str) and bos and ptxt.startswith(bos): ptxt = ptxt[len(bos):]   # the tokenizer adds its own BOS
+    return ptxt + _sep(ptxt, rtxt) + rtxt
 
 # %% ../nbs/04_tokenization.ipynb #70cc20bd
 def distinct_n(texts:Sequence[str], # the samples

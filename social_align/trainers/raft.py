@@ -15,7 +15,7 @@ from torch import nn
 from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure
 from ..generation import Generator, HFGenerator, check_prompts
 from ..models import eval_mode, format_prompt, save_model, score_texts
-from ..tokenization import distinct_n   # importable from here too
+from ..tokenization import distinct_n, pair_text   # distinct_n: importable from here too
 from ..data import load_prompts      # the prompt reader of every stage; importable from here too
 
 # %% auto #0
@@ -161,12 +161,8 @@ def reward_text(prompt:str|list[dict], # the prompt, as given to the policy
                 response:str,          # the sampled response, as generated (leading space kept)
                 tokenizer=None         # the reward model's tokenizer (its chat template renders chat prompts)
                )->str:
-    "The text the reward model scores: prompt then response, joined like `encode_prompt_response`."
-    ptxt = format_prompt(prompt, tokenizer)
-    bos = getattr(tokenizer, 'bos_token', None)
-    if not isinstance(prompt, str) and bos and ptxt.startswith(bos): ptxt = ptxt[len(bos):]
-    sep = ' ' if ptxt and not ptxt[-1].isspace() and response and not response[0].isspace() else ''
-    return ptxt + sep + response
+    "The text the reward model scores: prompt then response (`tokenization.pair_text`), joined like `encode_prompt_response`."
+    return pair_text(prompt, response, tokenizer)
 
 # %% ../../nbs/36_raft.ipynb #c6c97c0f
 @dataclass
