@@ -634,8 +634,8 @@ DOCS_BROWSER_CHECKS = dict(   # what CI checks on the built site in Chromium
 def check_publishing(root:Path)->CheckResult:
     "The deploy workflow publishes the folder the docs are built in, to the address `settings.ini` names, with source links to its repository."
     from nbdev.config import get_config
-    import yaml
-    cfg, problems = get_config(path=root), []
+    from fastcore.xtras import working_directory
+    with working_directory(root): cfg, problems = get_config(path=root), []   # nbdev reads the settings.ini above the current folder
     user, repo = cfg.user, cfg.repo
     if cfg.git_url.rstrip('/') != f'https://github.com/{user}/{repo}': problems.append(f'git_url {cfg.git_url} is not https://github.com/{user}/{repo}')
     if cfg.doc_host.rstrip('/') != f'https://{user}.github.io': problems.append(f'doc_host {cfg.doc_host} is not https://{user}.github.io (GitHub Pages)')
@@ -651,6 +651,9 @@ def check_publishing(root:Path)->CheckResult:
     qs = ([Path(p) for p in tracked.stdout.split()] if tracked.returncode == 0 and (root/'.git').exists() else
           [p.relative_to(root) for p in root.glob('**/_quarto.yml') if not set(p.relative_to(root).parts) & {'_proc', '_docs', EXECUTED_DIR}])
     if qs != [Path(cfg.nbs_path.name)/'_quarto.yml']: problems.append(f'expected one _quarto.yml, in {cfg.nbs_path.name}/: found {qs}')
+    qy = Path(cfg.nbs_path)/'_quarto.yml'
+    if qy.is_symlink(): problems.append(f'{cfg.nbs_path.name}/_quarto.yml is a link, not the file')
+    elif qy.exists() and f'url: {MATHJAX_FILE}' not in qy.read_text(): problems.append(f'_quarto.yml does not load MathJax from {MATHJAX_FILE}')
     return CheckResult('docs publishing settings consistent', not problems, 0, '; '.join(problems))
 
 def check_docs(root:Path, require_browser:bool=False)->list[CheckResult]:
