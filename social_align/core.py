@@ -17,7 +17,7 @@ from fastcore.basics import listify
 __all__ = ['RESUME_SETTINGS', 'DataError', 'seed_everything', 'available_devices', 'get_device', 'atomic_write_text',
            'atomic_write_json', 'input_file', 'read_json', 'iter_jsonl', 'read_jsonl', 'repair_torn_tail',
            'JsonlWriter', 'write_jsonl', 'done_keys', 'ResumeSettingsError', 'check_resume_settings', 'Config',
-           'pyplot', 'finish_figure']
+           'help_field', 'mean_or_none', 'pyplot', 'finish_figure']
 
 # %% ../nbs/00_core.ipynb #dbed00e9
 class DataError(ValueError):
@@ -257,6 +257,19 @@ class Config:
     def replace(self, **kwargs):
         "A copy with some fields changed."
         return dataclasses.replace(self, **kwargs)
+
+# %% ../nbs/00_core.ipynb #f00be3f8
+def help_field(default,     # the default value (a list default is copied per instance)
+               help:str,    # the `--help` text
+               **metadata): # more field metadata, e.g. `choices`
+    "A dataclass field with a default and its `--help` text."
+    if isinstance(default, list): return field(default_factory=lambda d=default: list(d), metadata={'help': help, **metadata})
+    return field(default=default, metadata={'help': help, **metadata})
+
+def mean_or_none(xs:Iterable[float])->float|None:
+    "The mean of `xs`, or None when there is nothing to average."
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else None
 
 # %% ../nbs/00_core.ipynb #c0f1a2b4
 def pyplot(path:str|Path|None=None # where the figure will be saved (None: returned only)

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from .core import Config, seed_everything, atomic_write_json, read_json, read_jsonl, write_jsonl, pyplot, finish_figure
+from .core import Config, seed_everything, atomic_write_json, read_json, read_jsonl, write_jsonl, pyplot, finish_figure, help_field
 from .data import as_text
 from .toyworld import (QUESTION_TEMPLATES, make_question, make_answer, make_feedback, split_situations,
                                    aligned_share, judge_alignment, toy_preferences,
@@ -110,38 +110,36 @@ def society_corpus(situations:list[int], # situations the corpus may talk about 
     return out
 
 # %% ../nbs/80_quickstart.ipynb #09d568c1
-def _f(default, help:str): return field(default=default, metadata={'help': help})
-
 @dataclass
 class QuickstartConfig(Config):
     "Settings of the quickstart pipeline (every stage, every size)."
-    output_dir: str = _f('runs/quickstart', 'models, data, metrics, figures and the report go here')
-    seed: int = _f(0, 'one seed for everything')
-    cache_dir: str|None = _f(None, 'where the base policy is cached between runs (None: ~/.cache/social_align/quickstart)')
-    corpus_scale: float = _f(1.0, 'society corpus size (1.0: 13 documents per training question, about 1250)')
-    vocab_size: int = _f(1000, 'BPE vocabulary of the tiny tokenizer')
-    hidden_size: int = _f(128, 'tiny Llama width (head_dim 64)')
-    num_layers: int = _f(2, 'tiny Llama depth')
-    pretrain_steps: int = _f(320, 'pretraining steps of the base policy')
-    pretrain_batch_size: int = _f(32, 'documents per pretraining step')
-    pretrain_lr: float = _f(3e-3, 'pretraining peak learning rate (cosine schedule)')
-    sandbox_size: int = _f(4, 'side of the agent grid (size*size agents)')
-    sandbox_rounds: int = _f(3, 'Sandbox rounds')
-    rg_repeats: int = _f(2, 'ALMoST: answers per training question and configuration')
-    rm_epochs: float = _f(3.0, 'reward model epochs over the synthetic comparisons')
-    rm_lr: float = _f(1e-3, 'reward model learning rate')
-    sa_epochs: float = _f(8.0, 'stable alignment epochs over the Sandbox data')
-    sa_lr: float = _f(1e-3, 'stable alignment learning rate')
-    sso_epochs: float = _f(4.0, 'SSO epochs over the kept pairs')
-    sso_lr: float = _f(3e-4, 'SSO learning rate (1e-3 collapsed the policy on one seed of three)')
-    sso_queries: int|None = _f(None, 'SSO queries (None: every training question)')
-    raft_k: int = _f(8, 'RAFT samples per prompt')
-    raft_epochs: float = _f(2.0, 'RAFT finetuning epochs over the kept samples')
-    raft_lr: float = _f(1e-3, 'RAFT finetuning learning rate')
-    eval_samples: int = _f(8, 'samples per held-out question in the evaluation')
-    max_new_tokens: int = _f(48, 'longest generated answer, in tokens')
-    temperature: float = _f(1.0, 'evaluation sampling temperature')
-    progress: bool = _f(True, 'progress bars')
+    output_dir: str = help_field('runs/quickstart', 'models, data, metrics, figures and the report go here')
+    seed: int = help_field(0, 'one seed for everything')
+    cache_dir: str|None = help_field(None, 'where the base policy is cached between runs (None: ~/.cache/social_align/quickstart)')
+    corpus_scale: float = help_field(1.0, 'society corpus size (1.0: 13 documents per training question, about 1250)')
+    vocab_size: int = help_field(1000, 'BPE vocabulary of the tiny tokenizer')
+    hidden_size: int = help_field(128, 'tiny Llama width (head_dim 64)')
+    num_layers: int = help_field(2, 'tiny Llama depth')
+    pretrain_steps: int = help_field(320, 'pretraining steps of the base policy')
+    pretrain_batch_size: int = help_field(32, 'documents per pretraining step')
+    pretrain_lr: float = help_field(3e-3, 'pretraining peak learning rate (cosine schedule)')
+    sandbox_size: int = help_field(4, 'side of the agent grid (size*size agents)')
+    sandbox_rounds: int = help_field(3, 'Sandbox rounds')
+    rg_repeats: int = help_field(2, 'ALMoST: answers per training question and configuration')
+    rm_epochs: float = help_field(3.0, 'reward model epochs over the synthetic comparisons')
+    rm_lr: float = help_field(1e-3, 'reward model learning rate')
+    sa_epochs: float = help_field(8.0, 'stable alignment epochs over the Sandbox data')
+    sa_lr: float = help_field(1e-3, 'stable alignment learning rate')
+    sso_epochs: float = help_field(4.0, 'SSO epochs over the kept pairs')
+    sso_lr: float = help_field(3e-4, 'SSO learning rate (1e-3 collapsed the policy on one seed of three)')
+    sso_queries: int|None = help_field(None, 'SSO queries (None: every training question)')
+    raft_k: int = help_field(8, 'RAFT samples per prompt')
+    raft_epochs: float = help_field(2.0, 'RAFT finetuning epochs over the kept samples')
+    raft_lr: float = help_field(1e-3, 'RAFT finetuning learning rate')
+    eval_samples: int = help_field(8, 'samples per held-out question in the evaluation')
+    max_new_tokens: int = help_field(48, 'longest generated answer, in tokens')
+    temperature: float = help_field(1.0, 'evaluation sampling temperature')
+    progress: bool = help_field(True, 'progress bars')
 
 # %% ../nbs/80_quickstart.ipynb #087ae032
 BASE_KEYS = ('seed', 'corpus_scale', 'vocab_size', 'hidden_size', 'num_layers', 'pretrain_steps', 'pretrain_batch_size', 'pretrain_lr')

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core import DataError, atomic_write_json, write_jsonl, pyplot, finish_figure
+from .core import DataError, atomic_write_json, write_jsonl, pyplot, finish_figure, mean_or_none
 from .data import as_text, get_schema, load_records
 
 # %% auto #0
@@ -123,8 +123,6 @@ def group_by_query(samples:list[Sample] # samples of any kinds
     return ranked, merged
 
 # %% ../nbs/11_sandbox_data.ipynb #eb486469
-def _mean(xs): return sum(xs) / len(xs) if xs else None
-
 def rating_histogram(scores:list[float|None], # scores on the 1-7 scale; None skipped
                      scale:int=7              # top of the scale
                     )->list[int]:
@@ -140,8 +138,8 @@ def round_means(records:list[dict] # `interaction` records
     rounds = {}
     for r in records: rounds.setdefault(r['iteration'], []).append(r)
     return [{'iteration': it, 'records': len(rs),
-             'alignment_before': _mean([r['alignment_before'] for r in rs if r.get('alignment_before') is not None]),
-             'alignment_after': _mean([r['alignment_after'] for r in rs if r.get('alignment_after') is not None])}
+             'alignment_before': mean_or_none([r['alignment_before'] for r in rs if r.get('alignment_before') is not None]),
+             'alignment_after': mean_or_none([r['alignment_after'] for r in rs if r.get('alignment_after') is not None])}
             for it, rs in sorted(rounds.items())]
 
 def sandbox_stats(records:list[dict], # `interaction` records
@@ -156,7 +154,7 @@ def sandbox_stats(records:list[dict], # `interaction` records
                        'ranked_responses': sum(len(r['responses']) for r in ranked)},
             'histograms': {'ratings': list(range(1, 8)), 'alignment_before': rating_histogram(before),
                            'alignment_after': rating_histogram(after)},
-            'alignment_mean': {'before': _mean([x for x in before if x is not None]), 'after': _mean([x for x in after if x is not None])},
+            'alignment_mean': {'before': mean_or_none([x for x in before if x is not None]), 'after': mean_or_none([x for x in after if x is not None])},
             'rounds': round_means(records)}
 
 # %% ../nbs/11_sandbox_data.ipynb #fd9643c9

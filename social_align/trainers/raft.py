@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure
+from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure, help_field, mean_or_none
 from ..generation import Generator, HFGenerator, check_prompts
 from ..models import eval_mode, format_prompt, save_model, score_texts
 from ..tokenization import distinct_n, pair_text   # distinct_n: importable from here too
@@ -24,47 +24,42 @@ __all__ = ['CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'degenerate_reason', 'mask_d
            'finetune_on', 'checkpoints', 'save_checkpoint', 'load_weights_into', 'raft_settings', 'raft', 'plot_raft']
 
 # %% ../../nbs/36_raft.ipynb #ef05730d
-def _f(default, help:str, **kw):
-    "A dataclass field with a default and its `--help` text."
-    if isinstance(default, list): return field(default_factory=lambda d=default: list(d), metadata={'help': help, **kw})
-    return field(default=default, metadata={'help': help, **kw})
-
 @dataclass
 class RAFTConfig(Config):
     "Settings of a RAFT run: sampling, ranking, degenerate-sample rules, finetuning, output."
-    output_dir: str = _f('runs/raft', 'where iterations.jsonl, the per-iteration policies, samples and the final policy go')
-    iterations: int = _f(20, 'RAFT iterations (sample -> score -> select -> finetune)')
-    prompts_per_iteration: int = _f(1024, 'prompts sampled per iteration, taken in turn from the (shuffled) prompt pool')
-    k: int = _f(8, 'responses sampled per prompt')
-    temperature: float = _f(0.85, 'sampling temperature')
-    top_p: float = _f(1.0, 'nucleus sampling mass (1 = off)')
-    max_new_tokens: int = _f(128, 'longest response, in tokens')
-    stop: list[str] = _f([], "cut responses at the first of these strings (e.g. a next-turn marker); '' for none")
-    ranking: str = _f('local', "'local': keep the best response of each prompt; 'global': keep the top top_fraction of all samples",
+    output_dir: str = help_field('runs/raft', 'where iterations.jsonl, the per-iteration policies, samples and the final policy go')
+    iterations: int = help_field(20, 'RAFT iterations (sample -> score -> select -> finetune)')
+    prompts_per_iteration: int = help_field(1024, 'prompts sampled per iteration, taken in turn from the (shuffled) prompt pool')
+    k: int = help_field(8, 'responses sampled per prompt')
+    temperature: float = help_field(0.85, 'sampling temperature')
+    top_p: float = help_field(1.0, 'nucleus sampling mass (1 = off)')
+    max_new_tokens: int = help_field(128, 'longest response, in tokens')
+    stop: list[str] = help_field([], "cut responses at the first of these strings (e.g. a next-turn marker); '' for none")
+    ranking: str = help_field('local', "'local': keep the best response of each prompt; 'global': keep the top top_fraction of all samples",
                       choices=['local', 'global'])
-    top_fraction: float = _f(0.125, "share of all samples kept by 'global' ranking (1/k keeps as many as 'local')")
-    min_chars: int = _f(3, 'responses with fewer non-blank characters are degenerate (reward -inf)')
-    bad_markers: list[str] = _f(['Human:', 'Assistant:', '###'], 'responses containing any of these strings are degenerate '
+    top_fraction: float = help_field(0.125, "share of all samples kept by 'global' ranking (1/k keeps as many as 'local')")
+    min_chars: int = help_field(3, 'responses with fewer non-blank characters are degenerate (reward -inf)')
+    bad_markers: list[str] = help_field(['Human:', 'Assistant:', '###'], 'responses containing any of these strings are degenerate '
                                 '(markers of a next turn, which a reward model may reward by accident); \'\' for none')
-    drop_truncated: bool = _f(False, 'responses cut by max_new_tokens (no EOS, no stop string) are degenerate')
-    generation_batch_size: int = _f(64, 'sequences per generate call of the default HF generator')
-    reward_batch_size: int = _f(16, 'texts per reward-model forward')
-    reward_max_length: int|None = _f(None, 'longest prompt+response for the reward model, in tokens (cut from the left)')
-    shuffle_prompts: bool = _f(True, 'shuffle the prompt pool once (with seed) before cycling through it')
-    learning_rate: float = _f(2e-5, 'finetuning learning rate')
-    num_train_epochs: float = _f(1.0, 'finetuning epochs over the kept samples, per iteration')
-    per_device_train_batch_size: int = _f(8, 'finetuning batch size')
-    gradient_accumulation_steps: int = _f(1, 'finetuning gradient accumulation steps')
-    max_length: int|None = _f(512, 'longest prompt + response in finetuning, in tokens')
-    lr_scheduler_type: str = _f('constant', 'finetuning learning-rate schedule (a transformers scheduler name)')
-    warmup_steps: float = _f(0.0, 'finetuning warm-up: a number of steps, or a share of the steps if below 1')
-    weight_decay: float = _f(0.0, 'finetuning weight decay')
-    bf16: bool = _f(False, 'finetune in bf16 mixed precision')
-    gradient_checkpointing: bool = _f(False, 'finetune with gradient checkpointing (less memory, more compute)')
-    keep_checkpoints: int = _f(1, 'per-iteration policies kept in output_dir/checkpoints (older ones are deleted)')
-    save_samples: bool = _f(True, 'write every sample with its reward to output_dir/samples/iteration-N.jsonl')
-    seed: int = _f(42, 'seed of the prompt order, sampling (seed + iteration) and finetuning')
-    verbose: bool = _f(True, 'print one line per iteration')
+    drop_truncated: bool = help_field(False, 'responses cut by max_new_tokens (no EOS, no stop string) are degenerate')
+    generation_batch_size: int = help_field(64, 'sequences per generate call of the default HF generator')
+    reward_batch_size: int = help_field(16, 'texts per reward-model forward')
+    reward_max_length: int|None = help_field(None, 'longest prompt+response for the reward model, in tokens (cut from the left)')
+    shuffle_prompts: bool = help_field(True, 'shuffle the prompt pool once (with seed) before cycling through it')
+    learning_rate: float = help_field(2e-5, 'finetuning learning rate')
+    num_train_epochs: float = help_field(1.0, 'finetuning epochs over the kept samples, per iteration')
+    per_device_train_batch_size: int = help_field(8, 'finetuning batch size')
+    gradient_accumulation_steps: int = help_field(1, 'finetuning gradient accumulation steps')
+    max_length: int|None = help_field(512, 'longest prompt + response in finetuning, in tokens')
+    lr_scheduler_type: str = help_field('constant', 'finetuning learning-rate schedule (a transformers scheduler name)')
+    warmup_steps: float = help_field(0.0, 'finetuning warm-up: a number of steps, or a share of the steps if below 1')
+    weight_decay: float = help_field(0.0, 'finetuning weight decay')
+    bf16: bool = help_field(False, 'finetune in bf16 mixed precision')
+    gradient_checkpointing: bool = help_field(False, 'finetune with gradient checkpointing (less memory, more compute)')
+    keep_checkpoints: int = help_field(1, 'per-iteration policies kept in output_dir/checkpoints (older ones are deleted)')
+    save_samples: bool = help_field(True, 'write every sample with its reward to output_dir/samples/iteration-N.jsonl')
+    seed: int = help_field(42, 'seed of the prompt order, sampling (seed + iteration) and finetuning')
+    verbose: bool = help_field(True, 'print one line per iteration')
 
     def __post_init__(self): self.check()
 
@@ -204,21 +199,19 @@ def sample_and_score(generator:Generator,  # samples from the current policy
     return ScoredBatch(list(prompts), responses, scores, rewards, reasons, truncated, kept)
 
 # %% ../../nbs/36_raft.ipynb #750a7292
-def _mean(xs): xs = list(xs); return sum(xs) / len(xs) if xs else None
-
 def batch_stats(b:ScoredBatch)->dict:
     "The logged statistics of one iteration's samples."
     all_scores = [s for row in b.scores.tolist() for s in row if not math.isnan(s)]
     valid = [s for row_s, row_r in zip(b.scores.tolist(), b.reasons) for s, r in zip(row_s, row_r) if r is None and not math.isnan(s)]
     kept = [b.scores[p, k].item() for p, k in b.kept]
     texts = [r for rs in b.responses for r in rs]
-    return {'n_prompts': len(b.prompts), 'n_samples': len(texts), 'reward_mean': _mean(all_scores),
+    return {'n_prompts': len(b.prompts), 'n_samples': len(texts), 'reward_mean': mean_or_none(all_scores),
             'reward_std': float(torch.tensor(all_scores).std()) if len(all_scores) > 1 else None,
-            'reward_mean_valid': _mean(valid), 'kept_reward_mean': _mean(kept), 'best_reward': max(valid) if valid else None,
+            'reward_mean_valid': mean_or_none(valid), 'kept_reward_mean': mean_or_none(kept), 'best_reward': max(valid) if valid else None,
             'degenerate': sum(r is not None for rs in b.reasons for r in rs),
             'truncated': sum(t for ts in b.truncated for t in ts), 'kept': len(b.kept),
             'distinct_2': distinct_n(texts, 2), 'kept_distinct_2': distinct_n([b.responses[p][k] for p, k in b.kept], 2),
-            'mean_words': _mean(len(t.split()) for t in texts)}
+            'mean_words': mean_or_none(len(t.split()) for t in texts)}
 
 # %% ../../nbs/36_raft.ipynb #39beabe7
 def finetune_on(policy:nn.Module, tokenizer,

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn, Tensor
 
-from ..core import JsonlWriter, iter_jsonl
+from ..core import JsonlWriter, iter_jsonl, mean_or_none
 from ..models import freeze, load_reference_model, save_model
 from ..logprobs import forward_logprobs
 from ..losses.sso import SSO_SEQUENCES, sso_loss_from_logps
@@ -94,8 +94,6 @@ class SSOTrainer(AlignmentTrainer):
                                    combination=a.combination, use_w=a.use_w, use_g=a.use_g)
 
 # %% ../../nbs/35_trainer_sso.ipynb #0ec144f3
-def _mean(vals:list)->float|None: return sum(vals) / len(vals) if vals else None
-
 def _train_iteration(policy, tokenizer, pairs_path:Path, config:SSOConfig, ref_model, out_dir:Path)->dict:
     "Train one online iteration on its pairs; returns loss, W and h means and the step count."
     args = copy.deepcopy(config)
@@ -104,8 +102,8 @@ def _train_iteration(policy, tokenizer, pairs_path:Path, config:SSOConfig, ref_m
     result = trainer.train()
     trainer.save_state()                                                 # trainer_state.json: the step-by-step log
     hist = trainer.state.log_history
-    stats = {'loss': result.training_loss, 'w': _mean([h['w'] for h in hist if 'w' in h]),
-             'h_query': _mean([h['h/query'] for h in hist if 'h/query' in h]), 'steps': trainer.state.global_step}
+    stats = {'loss': result.training_loss, 'w': mean_or_none([h['w'] for h in hist if 'w' in h]),
+             'h_query': mean_or_none([h['h/query'] for h in hist if 'h/query' in h]), 'steps': trainer.state.global_step}
     del trainer; gc.collect()
     return stats
 
