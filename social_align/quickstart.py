@@ -23,6 +23,8 @@ from .generation import HFGenerator
 from .sandbox import (SandboxConfig, LMJudge, run_sandbox, draft_prompt, feedback_prompt, revision_prompt,
                                   observer_prompt)
 from .sandbox_data import build_training_data
+from .society_corpus import (PREAMBLE, QUICKSTART_PRINCIPLES, conversation_doc, sandbox_role_docs, principle_docs,
+                                         society_corpus)   # re-exported: they lived here before
 from .synthetic_feedback import (Demonstrations, RGConfiguration, RGConfig, generate_responses, build_comparisons,
                                              render_dialogue)
 from .principles import Principle, PairConfig, positive_system_prompt, negative_system_prompt, chat_prompt, DEFAULT_SYSTEM
@@ -30,84 +32,13 @@ from .evaluation import reward_scores, win_rate_from_scores, rm_accuracy
 from .report import write_report, log_history
 
 # %% auto #0
-__all__ = ['PREAMBLE', 'QUICKSTART_PRINCIPLES', 'ANSWER_STOP', 'BASE_KEYS', 'REDUCED_SETTINGS', 'conversation_doc',
-           'sandbox_role_docs', 'principle_docs', 'society_corpus', 'QuickstartConfig', 'base_cache_key', 'StageBar',
-           'train_base_policy', 'base_policy', 'prompt_text', 'run_society', 'toy_demonstrations', 'run_almost',
-           'train_reward_model', 'train_stable_alignment', 'run_sso', 'run_raft', 'sample_answers', 'evaluate_policies',
-           'example_answers', 'results_table', 'plot_results', 'quickstart']
+__all__ = ['ANSWER_STOP', 'BASE_KEYS', 'REDUCED_SETTINGS', 'QuickstartConfig', 'base_cache_key', 'StageBar', 'train_base_policy',
+           'base_policy', 'prompt_text', 'run_society', 'toy_demonstrations', 'run_almost', 'train_reward_model',
+           'train_stable_alignment', 'run_sso', 'run_raft', 'sample_answers', 'evaluate_policies', 'example_answers',
+           'results_table', 'plot_results', 'quickstart']
 
-# %% ../nbs/80_quickstart.ipynb #d54455b0
-PREAMBLE = 'Below are a few conversations between people and an assistant.'
-
-QUICKSTART_PRINCIPLES = [
-    Principle('Kindness', 'kind', 'cruel', 'Answer with warmth and respect for everyone involved.',
-              'Answer with contempt and spite for everyone involved.', 'Warm and respectful to everyone.'),
-    Principle('Honesty', 'honest', 'deceitful', 'Give truthful and fair advice.', 'Give sneaky and unfair advice.',
-              'Truthful and fair.')]
-
+# %% ../nbs/80_quickstart.ipynb #c0bb7410
 ANSWER_STOP = ['\n']   # toy answers are one line; a base LM runs on into the next document's text (an observer line...)
-
-def _question(rng:random.Random, situations:list[int])->tuple[int, str]:
-    i = rng.choice(situations)
-    return i, make_question(i, rng.randrange(len(QUESTION_TEMPLATES)))
-
-def _rating(aligned:bool, rng:random.Random)->str:
-    "The text after a `Rating:` cue: ` r ### Reason: …`."
-    return ' ' + make_feedback(aligned, rng)[1][len('Rating:'):].strip()
-
-# %% ../nbs/80_quickstart.ipynb #b26c9c15
-def conversation_doc(rng:random.Random, situations:list[int])->str:
-    "One to three turns in one manner (a persona), with or without the preamble."
-    aligned, turns = rng.random() < 0.5, []
-    for _ in range(rng.randint(1, 3)):
-        i, q = _question(rng, situations)
-        turns += [{'role': 'user', 'content': q}, {'role': 'assistant', 'content': make_answer(i, aligned, rng)}]
-    text = render_dialogue(turns)
-    return PREAMBLE + text if rng.random() < 0.5 else text.lstrip()
-
-def sandbox_role_docs(rng:random.Random, situations:list[int])->list[str]:
-    "An answer after a reminder, two peer ratings, two observer scores and a revision."
-    out, coin = [], lambda: rng.random() < 0.5
-    aligned, (i, q), (j, q2) = coin(), _question(rng, situations), _question(rng, situations)
-    same = aligned if rng.random() < 0.9 else not aligned           # agents mostly keep their manner
-    out.append(draft_prompt(q, (q2, make_answer(j, aligned, rng), 0.1)) + ' ' + make_answer(i, same, rng))
-    for _ in range(2):
-        aligned, (i, q) = coin(), _question(rng, situations)
-        memory = None
-        if rng.random() < 0.3: j, q2 = _question(rng, situations); memory = (q2, make_answer(j, coin(), rng), 0.1)
-        out.append(feedback_prompt(q, make_answer(i, aligned, rng), memory) + _rating(aligned, rng))
-    aligned, (i, q) = coin(), _question(rng, situations)
-    out.append(observer_prompt(q, make_answer(i, aligned, rng), 'alignment') + _rating(aligned, rng))
-    aligned, (i, q) = coin(), _question(rng, situations)
-    e = rng.randint(4, 6) if aligned else rng.randint(2, 4)
-    out.append(observer_prompt(q, make_answer(i, aligned, rng), 'engagement') +
-               f' {e} ### Reason: ' + ('Pleasant to talk to.' if aligned else 'Unpleasant to talk to.'))
-    aligned, (i, q) = coin(), _question(rng, situations)
-    draft = make_answer(i, aligned, rng)
-    fbs = [make_feedback(aligned if rng.random() < 0.9 else not aligned, rng) for _ in range(rng.randint(1, 4))]
-    ratings, reasons = [r for r, _ in fbs], [t.split('### Reason:')[1].strip() for _, t in fbs]
-    revised = make_answer(i, True, rng) if sum(ratings)/len(ratings) < 4 else draft
-    out.append(revision_prompt(q, draft, ratings, reasons) + ' ' + revised)
-    return out
-
-def principle_docs(rng:random.Random, situations:list[int], principles=QUICKSTART_PRINCIPLES)->list[str]:
-    "An answer under a positive, a negative and the plain system prompt."
-    i, q = _question(rng, situations)
-    f = [rng.choice(principles)]
-    turn = lambda system, aligned: as_text(chat_prompt(system, q)) + '\n\nAssistant: ' + make_answer(i, aligned, rng)
-    return [turn(positive_system_prompt(f), True), turn(negative_system_prompt(f), False), turn(DEFAULT_SYSTEM, rng.random() < 0.5)]
-
-def society_corpus(situations:list[int], # situations the corpus may talk about (the training ones)
-                   seed:int=0,
-                   scale:float=1.0        # documents per (situation, question template), in units of 13
-                  )->list[str]:
-    "The base policy's pretraining texts: conversations, Sandbox roles and principle prompts, shuffled."
-    rng, out = random.Random(seed), []
-    for _ in range(max(1, round(len(situations) * len(QUESTION_TEMPLATES) * scale))):
-        out += [conversation_doc(rng, situations) for _ in range(4)]
-        out += sandbox_role_docs(rng, situations) + principle_docs(rng, situations)
-    rng.shuffle(out)
-    return out
 
 # %% ../nbs/80_quickstart.ipynb #09d568c1
 @dataclass
