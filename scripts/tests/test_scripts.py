@@ -3,7 +3,8 @@ import subprocess, sys
 from pathlib import Path
 import pytest
 
-SCRIPTS = sorted(p for p in Path(__file__).parents[1].glob('*.py'))
+ROOT = Path(__file__).parents[2]
+SCRIPTS = sorted(p for p in (ROOT/'scripts').glob('*.py') if not p.name.startswith('_'))
 
 def test_there_are_scripts():
     assert SCRIPTS, 'scripts/ has no scripts'
@@ -21,3 +22,17 @@ def test_bad_flag_is_refused(script):
     r = subprocess.run([sys.executable, str(script), '--no-such-flag'], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert 'no-such-flag' in r.stderr
+
+
+def test_scripts_ship_with_the_package(tmp_path):
+    "A wheel holds the scripts as `social_align.scripts` with the accelerate configs (not the tests), and `python -m` runs one from any folder."
+    import zipfile
+    r = subprocess.run([sys.executable, '-m', 'pip', 'wheel', str(ROOT), '--no-deps', '--no-build-isolation', '-q', '-w', str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob('*.whl'))).namelist()
+    for p in SCRIPTS: assert f'social_align/scripts/{p.name}' in names, p.name
+    assert 'social_align/scripts/configs/fsdp.yaml' in names and not any('scripts/tests' in n for n in names)
+    r = subprocess.run([sys.executable, '-m', 'social_align.scripts.train_sft', '--help'], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and 'usage:' in r.stdout.lower(), r.stderr[-2000:]
