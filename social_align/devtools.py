@@ -384,8 +384,10 @@ def process_notebooks(root:Path,                 # project root
         write_sidebar(proc, names)
         copy_mathjax(proc)
     if verbose and missing:
+        by_reason = {}
+        for k, v in missing.items(): by_reason.setdefault(v, []).append(k)
         print(f'{len(missing)} notebook(s) shown without outputs (run `social-align test` to show them): ' +
-              ', '.join(f'{k} ({v})' for k, v in missing.items()), flush=True)
+              '; '.join(f"{v}: {', '.join(ks)}" for v, ks in by_reason.items()), flush=True)
     return proc
 
 # %% ../nbs/90_devtools.ipynb #40ad0ec7
