@@ -631,7 +631,7 @@ DOCS_BROWSER_CHECKS = dict(   # what CI checks on the built site in Chromium
             'methods.html': ['Stable Alignment', 'ALMoST', 'RAFT', 'SSO'],
             'recipes.html': ['8×A100', 'accelerate launch']},
     math=['loss_stable_alignment.html', 'loss_dpo.html'],
-    figures=['eval_report.html'])
+    figures=['report.html'])
 
 def check_publishing(root:Path)->CheckResult:
     "The deploy workflow publishes the folder the docs are built in, to the address `settings.ini` names, with source links to its repository."
