@@ -342,7 +342,7 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
                 print(f"iteration {it}/{config.iterations}: reward {rec['reward_mean']:.3f} (kept {_fmt(rec['kept_reward_mean'])}, "
                       f"best {_fmt(rec['best_reward'])}), distinct-2 {rec['distinct_2']:.3f}, kept {rec['kept']}/{rec['n_samples']}, "
                       f"degenerate {rec['degenerate']}, sft loss {_fmt(loss)}, {rec['seconds']:.1f} s")
-    if last < config.iterations or not (out/'config.json').exists(): save_model(policy, tokenizer, out)
+    save_model(policy, tokenizer, out)   # every time: a run killed while saving it left a torn file behind config.json
     return [done[k] for k in sorted(done)]
 
 def _fmt(x): return 'n/a' if x is None else f'{x:.3f}'
