@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .core import Config, DataError, JsonlWriter, RESUME_SETTINGS, atomic_write_json, check_resume_settings, iter_jsonl, read_json
-from .data import INTERACTION_FIELDS
+from .data import INTERACTION_FIELDS, read_lines
 from .generation import Generator
 from .toyworld import SITUATIONS, QUESTION_TEMPLATES, make_question, make_answer
 
@@ -92,7 +92,7 @@ def load_questions(path:str|Path|None)->list[str]:
     if path is None: return default_questions()
     path = Path(path)
     if path.suffix == '.txt':
-        qs = [l.strip() for l in path.read_text(encoding='utf-8').splitlines() if l.strip()]
+        qs = read_lines(path, 'question', allow_empty=True)   # names a folder, or the line of a bad UTF-8 byte
     else:
         qs = []
         for line, r in _records(path):
