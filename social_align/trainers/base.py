@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn, Tensor
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from ..core import DataError, atomic_write_json
 from ..data import load_records, get_schema
@@ -22,8 +22,7 @@ from ..logprobs import make_batch
 
 # %% auto #0
 __all__ = ['AlignmentConfig', 'as_dataset', 'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'disable_dropout',
-           'deepspeed_reference', 'AlignmentTrainer', 'step_losses', 'ScriptArguments',
-           'use_cpu_ranks_without_accelerator', 'parse_cli', 'parse_script_args', 'run_training']
+           'deepspeed_reference', 'AlignmentTrainer', 'step_losses']
 
 # %% ../../nbs/30_trainer_base.ipynb #1eff07fd
 @dataclass
@@ -251,71 +250,3 @@ class AlignmentTrainer(Trainer):
 def step_losses(trainer:Trainer)->dict[int, float]:
     "The logged training loss of each step (run with `logging_steps=1`)."
     return {h['step']: h['loss'] for h in trainer.state.log_history if 'loss' in h}
-
-# %% ../../nbs/30_trainer_base.ipynb #badafed6
-@dataclass
-class ScriptArguments:
-    "What every training script needs besides the training arguments."
-    model_name_or_path: str = field(metadata={'help': 'the model to train: a local folder (safetensors) or a hub name'})
-    data_path: str = field(metadata={'help': 'training data: a .jsonl or .json file of records in the trainer\'s schema'})
-    eval_data_path: str|None = field(default=None, metadata={'help': 'evaluation data in the same schema (optional)'})
-    tokenizer_name_or_path: str|None = field(default=None, metadata={'help': 'tokenizer folder (default: the model\'s)'})
-
-def use_cpu_ranks_without_accelerator():
-    "Under a multi-process launch on a machine with no GPU (or other accelerator), train data-parallel on CPU over gloo."
-    import os
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and 'ACCELERATE_USE_CPU' not in os.environ and not torch.accelerator.is_available():
-        os.environ['ACCELERATE_USE_CPU'] = 'true'   # read by TrainingArguments: each rank joins a gloo process group
-
-def _is_number(x:str)->bool:
-    try: float(x); return True
-    except ValueError: return False
-
-def _refuse_unknown_flags(parser, argv:list[str]):
-    "Exit 2 naming an unknown flag, even when required flags are missing too (argparse would report only those)."
-    known = set(parser._option_string_actions)
-    unknown = [a.split('=', 1)[0] for a in argv if a.startswith('-') and not _is_number(a) and a.split('=', 1)[0] not in known]
-    if unknown: parser.error(f'unrecognized arguments: {" ".join(unknown)}')
-
-def parse_cli(classes:Sequence[type],              # argument dataclasses, parsed in this order
-              argv:Sequence[str]|None=None,         # default: `sys.argv[1:]`
-              description:str|None=None             # shown by --help
-             )->tuple:
-    "One instance per dataclass from the command line or a single .json/.yaml file; an unknown flag exits 2 naming it."
-    parser = HfArgumentParser(tuple(classes), description=description)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) == 1 and argv[0].endswith('.json'): return parser.parse_json_file(argv[0])
-    if len(argv) == 1 and argv[0].endswith(('.yaml', '.yml')): return parser.parse_yaml_file(argv[0])
-    _refuse_unknown_flags(parser, argv)
-    try: return parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as e: parser.error(str(e))
-
-def parse_script_args(config_class:type,              # the trainer's config class
-                      argv:Sequence[str]|None=None,   # default: `sys.argv[1:]`
-                      description:str|None=None,      # shown by --help
-                      extra:Sequence[type]=()         # further argument dataclasses of the script
-                     )->tuple:
-    "`(ScriptArguments, config, *extra)` of a training script (see `parse_cli`), with CPU ranks set up first."
-    use_cpu_ranks_without_accelerator()
-    return parse_cli((ScriptArguments, config_class, *extra), argv, description)
-
-def _resume_arg(value:str|None):
-    if value is None or value == '': return None
-    return True if value.lower() in ('true', 'last', 'latest') else value
-
-def run_training(trainer_class:type,           # an `AlignmentTrainer` subclass
-                 script_args:ScriptArguments,
-                 config:AlignmentConfig,
-                 **trainer_kwargs)->AlignmentTrainer:
-    "Train, save the model and tokenizer (safetensors) and the metrics into `config.output_dir`; returns the trainer."
-    tok = load_tokenizer(script_args.tokenizer_name_or_path or script_args.model_name_or_path, padding_side=config.padding_side)
-    trainer = trainer_class(model=script_args.model_name_or_path, args=config, train_dataset=script_args.data_path,
-                            eval_dataset=script_args.eval_data_path, processing_class=tok, **trainer_kwargs)
-    result = trainer.train(resume_from_checkpoint=_resume_arg(config.resume_from_checkpoint))
-    trainer.save_model(config.output_dir)
-    trainer.save_state()
-    metrics = dict(result.metrics)
-    if trainer.eval_dataset is not None: metrics.update(trainer.evaluate())
-    if trainer.is_world_process_zero():
-        atomic_write_json(Path(config.output_dir)/'train_results.json', metrics)
-    return trainer
