@@ -16,10 +16,11 @@ from .core import get_device
 from .data import as_text, check_messages   # one chat check for records and prompts: see social_align.data
 
 # %% auto #0
-__all__ = ['TINY_CHAT_TEMPLATE', 'TINY_CORPUS', 'resolve_dtype', 'is_path_like', 'resolve_model_source', 'ensure_pad_token',
-           'load_tokenizer', 'tokenizer_appends_eos', 'set_eos_append', 'plain_chat_template', 'format_prompt',
-           'train_bpe_tokenizer', 'tiny_llama_config', 'build_tiny_causal_lm', 'build_tiny_reward_model', 'save_model',
-           'tiny_tokenizer', 'freeze', 'load_causal_lm', 'load_reference_model', 'is_decoder_reward_model',
+__all__ = ['TINY_CHAT_TEMPLATE', 'TINY_CORPUS', 'CHATML_TEMPLATE', 'LLAMA3_TEMPLATE', 'CHAT_STYLES', 'resolve_dtype',
+           'is_path_like', 'resolve_model_source', 'ensure_pad_token', 'load_tokenizer', 'tokenizer_appends_eos',
+           'set_eos_append', 'plain_chat_template', 'format_prompt', 'train_bpe_tokenizer', 'tiny_llama_config',
+           'build_tiny_causal_lm', 'build_tiny_reward_model', 'save_model', 'tiny_tokenizer', 'chat_tokenizer',
+           'end_of_turn_tokens', 'freeze', 'load_causal_lm', 'load_reference_model', 'is_decoder_reward_model',
            'RewardHeadMissingError', 'load_reward_model', 'eval_mode', 'last_token_index', 'positions_from_mask',
            'sequence_rewards', 'with_eos', 'score_texts', 'reward_tokenizer', 'reward_tokenizer_to_save', 'minilm_path',
            'Embedder', 'cosine_similarity', 'minilm_reward_model']
@@ -167,6 +168,17 @@ TINY_CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}"
     "{% else %}###Assistant: {{ m['content'] }}{{ eos_token }}\n{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}###Assistant:{% endif %}")
 
+def _train_bpe(texts:list[str], specials:list[str], vocab_size:int, min_frequency:int, unk_token:str|None=None):
+    "A byte-level BPE `tokenizers.Tokenizer` trained on `texts`, with `specials` as its first ids."
+    from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders
+    tk = Tokenizer(models.BPE(unk_token=unk_token))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator(texts, trainer)
+    return tk
+
 def train_bpe_tokenizer(texts:Sequence[str],            # training text
                         vocab_size:int=512,             # target vocabulary size, special tokens included
                         min_frequency:int=2,            # merges must occur at least this often
@@ -175,18 +187,13 @@ def train_bpe_tokenizer(texts:Sequence[str],            # training text
                         chat_template:str|None=TINY_CHAT_TEMPLATE, # None: no chat template
                         model_max_length:int=512):
     "A byte-level BPE `PreTrainedTokenizerFast` trained locally on `texts`."
-    from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, processors
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
     texts = list(texts)
     if not texts: raise ValueError('train_bpe_tokenizer needs at least one training text')
     if no_pad and pad_is_eos: raise ValueError('no_pad and pad_is_eos exclude each other')
     specials = ['<s>', '</s>', '<unk>'] if no_pad else ['<pad>', '<s>', '</s>', '<unk>']
-    tk = Tokenizer(models.BPE(unk_token='<unk>'))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tk.train_from_iterator(texts, trainer)
+    tk = _train_bpe(texts, specials, vocab_size, min_frequency, unk_token='<unk>')
     tk.post_processor = processors.TemplateProcessing(single='<s> $A', pair='<s> $A <s> $B',
                                                       special_tokens=[('<s>', tk.token_to_id('<s>'))])
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>', unk_token='<unk>',
@@ -248,6 +255,63 @@ TINY_CORPUS = [
 def tiny_tokenizer(**kwargs):
     "A BPE tokenizer trained on `TINY_CORPUS` (kwargs go to `train_bpe_tokenizer`)."
     return train_bpe_tokenizer(TINY_CORPUS, **kwargs)
+
+# %% ../nbs/01_models.ipynb #5560895b
+CHATML_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+LLAMA3_TEMPLATE = ("{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+
+CHAT_STYLES = {   # style -> (chat template, BOS, default EOS, the special tokens in id order)
+    'chatml': (CHATML_TEMPLATE, None, '<|endoftext|>', ['<|endoftext|>', '<|im_start|>', '<|im_end|>']),
+    'llama3': (LLAMA3_TEMPLATE, '<|begin_of_text|>', '<|end_of_text|>',
+               ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>']),
+}
+
+# %% ../nbs/01_models.ipynb #bec558ea
+def chat_tokenizer(style:str='chatml',           # 'chatml' (Qwen2) or 'llama3'
+                   texts:Sequence[str]|None=None, # BPE training text (default: `TINY_CORPUS`)
+                   vocab_size:int=512, min_frequency:int=2,
+                   eos_token:str|None=None,       # one of the style's special tokens (default: the style's EOS)
+                   model_max_length:int=512):
+    "A locally trained byte-level BPE tokenizer with a real chat template of `style` and its markers as special tokens."
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+    if style not in CHAT_STYLES: raise ValueError(f'unknown chat style {style!r}; use one of {sorted(CHAT_STYLES)}')
+    template, bos, eos, specials = CHAT_STYLES[style]
+    eos = eos_token or eos
+    if eos not in specials: raise ValueError(f'eos_token {eos!r} is not one of the {style} special tokens {specials}')
+    tk = _train_bpe(list(texts or TINY_CORPUS), specials, vocab_size, min_frequency)
+    if bos: tk.post_processor = processors.TemplateProcessing(single=f'{bos} $A', pair=f'{bos} $A {bos} $B',
+                                                              special_tokens=[(bos, tk.token_to_id(bos))])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos, eos_token=eos, model_max_length=model_max_length,
+                                  additional_special_tokens=[t for t in specials if t not in (bos, eos)])
+    tok.chat_template = template
+    return tok
+
+# %% ../nbs/01_models.ipynb #c01d5b53
+_EOT_CACHE: dict = {}
+
+def end_of_turn_tokens(tokenizer)->list[str]:
+    "The special token(s) the chat template writes right after an assistant message's text ([] without a template or where it writes none)."
+    tpl = getattr(tokenizer, 'chat_template', None)
+    if not isinstance(tpl, str) or not tpl: return []
+    specials = {t.content for t in getattr(tokenizer, 'added_tokens_decoder', {}).values() if t.special} | set(tokenizer.all_special_tokens)
+    key = (tpl, tokenizer.bos_token, tokenizer.eos_token, tuple(sorted(specials)))
+    if key not in _EOT_CACHE:
+        probe = 'q7 probe reply z'
+        try: full = tokenizer.apply_chat_template([{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': probe}], tokenize=False)
+        except Exception: full = ''   # a template that cannot render a plain user/assistant chat has no end-of-turn we can find
+        i = full.rfind(probe)
+        tail = full[i + len(probe):] if i >= 0 else ''
+        hits = sorted((tail.find(s), -len(s), s) for s in specials if s and s in tail)
+        _EOT_CACHE[key] = [hits[0][2]] if hits else []
+    return list(_EOT_CACHE[key])
 
 # %% ../nbs/01_models.ipynb #173785c2
 def _load(auto_cls, name_or_path, dtype, device, trust_remote_code, loading_info:bool=False, **kwargs):
@@ -357,9 +421,10 @@ def sequence_rewards(model:nn.Module,              # a `*ForSequenceClassificati
     return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float()
 
 def with_eos(text:str, tokenizer)->str:
-    "`text` ending in the tokenizer's EOS (appended once)."
+    "`text` ending in the tokenizer's EOS (appended once); a text that ends with the chat template's end-of-turn token is left as it is."
     eos = tokenizer.eos_token
-    return text if not eos or text.endswith(eos) else text + eos
+    if not eos or text.endswith(eos) or any(text.endswith(t) for t in end_of_turn_tokens(tokenizer)): return text
+    return text + eos
 
 @torch.no_grad()
 def score_texts(model:nn.Module, tokenizer,
@@ -378,6 +443,9 @@ def score_texts(model:nn.Module, tokenizer,
     if append_eos is None: append_eos = dec
     if append_eos:   # one EOS at the end: explicitly, or by a tokenizer that appends it itself (a saved reward model's)
         own = tokenizer_appends_eos(tokenizer)
+        eot = [t for t in end_of_turn_tokens(tokenizer) if t != tokenizer.eos_token]
+        if own and any(t.endswith(e) for t in texts for e in eot):   # a chat the template ended: read at its end-of-turn, no EOS after it
+            tokenizer, own = set_eos_append(tokenizer, False), False
         texts = [t.removesuffix(tokenizer.eos_token) if own else with_eos(t, tokenizer) for t in texts]
     ensure_pad_token(tokenizer, model)
     side = padding_side or (tokenizer.padding_side if dec else 'right')
