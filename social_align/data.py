@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_data.ipynb #793a7553
 from __future__ import annotations
-import json, numbers, warnings
+import json, numbers, re, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -12,9 +12,10 @@ from typing import Any, Callable, Iterable, Sequence
 from .core import DataError, input_file, iter_jsonl, read_json
 
 # %% auto #0
-__all__ = ['ROLES', 'PROMPT_ROLES', 'INTERACTION_FIELDS', 'SCHEMAS', 'PROMPT_SCHEMA', 'chat_problem', 'check_text',
-           'check_number', 'check_messages', 'Schema', 'get_schema', 'iter_file_records', 'load_records',
-           'load_dataset_records', 'read_lines', 'load_prompts', 'as_text']
+__all__ = ['ROLES', 'PROMPT_ROLES', 'INTERACTION_FIELDS', 'SCHEMAS', 'DIALOGUE_FORMATS', 'PROMPT_SCHEMA', 'chat_problem',
+           'check_text', 'check_number', 'check_messages', 'Schema', 'get_schema', 'hh_messages', 'render_dialogue',
+           'extract_prompt', 'iter_file_records', 'load_records', 'load_dataset_records', 'read_lines', 'load_prompts',
+           'as_text']
 
 # %% ../nbs/03_data.ipynb #7f8cfd03
 ROLES = ('system', 'user', 'assistant', 'tool')
@@ -167,6 +168,105 @@ def get_schema(name:str|Schema)->Schema:
     if name not in SCHEMAS: raise ValueError(f'unknown schema {name!r}; known: {list(SCHEMAS)}')
     return SCHEMAS[name]
 
+# %% ../nbs/03_data.ipynb #d4738298
+DIALOGUE_FORMATS = (None, 'text', 'messages', 'lmflow')
+_HH_TURN = re.compile(r'(?:\A|\n\n)(Human|Assistant):')
+_HH_ROLES = {'Human': 'user', 'Assistant': 'assistant'}
+
+def hh_messages(text:str,            # an HH-RLHF dialogue: `\n\nHuman: …\n\nAssistant: …`
+                field:str='chosen'   # the field it came from, for the error
+               )->list[dict]:
+    "The chat messages of an HH-RLHF dialogue (text before the first turn becomes a system message); `DataError` naming `field` if it has no turns."
+    marks = list(_HH_TURN.finditer(text))
+    if not marks: raise DataError("not an HH-RLHF dialogue: no '\\n\\nHuman:' / '\\n\\nAssistant:' turns", field=field)
+    out = [{'role': 'system', 'content': text[:marks[0].start()].strip()}] if text[:marks[0].start()].strip() else []
+    for m, nxt in zip(marks, marks[1:] + [None]):
+        out.append({'role': _HH_ROLES[m.group(1)], 'content': text[m.end():nxt.start() if nxt else len(text)].strip()})
+    return out
+
+
+# %% ../nbs/03_data.ipynb #19255a2a
+_MARKERS = {'text': ('\n\n{}: ', '\n\n{}:'), 'lmflow': ('###{}: ', '###{}:')}   # (turn, generation prompt) per style
+_NAMES = {'user': 'Human', 'assistant': 'Assistant', 'tool': 'Tool'}
+
+def render_dialogue(messages:list[dict],         # chat messages
+                    style:str='text',            # 'text': HH-RLHF's `\n\nHuman: …`; 'lmflow': LMFlow's `###Human: …`
+                    generation_prompt:bool=False # end with the Assistant marker (the prompt of the next answer)
+                   )->str:
+    "Chat messages as one dialogue text in HH-RLHF's or LMFlow's markers (a system message's text first, unmarked)."
+    if style not in _MARKERS: raise ValueError(f"style must be 'text' or 'lmflow', got {style!r}")
+    turn, cue = _MARKERS[style]
+    out = ''.join(m['content'] if m['role'] == 'system' else turn.format(_NAMES[m['role']]) + m['content'] for m in messages)
+    return out + (cue.format('Assistant') if generation_prompt else '')
+
+
+# %% ../nbs/03_data.ipynb #dae44070
+def _split_turns(c:list, r:list)->int:
+    "How many leading messages `c` and `r` share as their prompt: their common turns, cut back to end before an assistant turn."
+    n = 0
+    while n < min(len(c), len(r)) and c[n] == r[n]: n += 1
+    while n and c[n-1]['role'] == 'assistant': n -= 1
+    return n
+
+def _check_response(msgs:list, field:str):
+    if not msgs: raise DataError('has no turn after the shared prompt', field=field)
+    if msgs[0]['role'] != 'assistant': raise DataError(f"the response after the shared prompt starts with a {msgs[0]['role']} turn, not an assistant turn", field=field)
+    if msgs[-1]['role'] != 'assistant': raise DataError(f"the dialogue ends on a {msgs[-1]['role']} turn, not an Assistant turn", field=field)
+
+def _split_chat(c:list, r:list, prompt=None)->tuple[list, list, list]:
+    "(prompt, chosen, rejected) messages of two conversations that share their leading turns (and repeat `prompt`, if given)."
+    n = _split_turns(c, r)
+    if n == 0:
+        raise DataError('chosen and rejected share no leading turns: there is no prompt to extract' if prompt is None else
+                        'starts with turns that rejected does not repeat', field='chosen' if prompt is not None else 'prompt')
+    if prompt is not None and not (c[:n] == prompt if isinstance(prompt, list) else
+                                   c[n-1]['role'] == 'user' and c[n-1]['content'].strip() == prompt.strip()):
+        raise DataError("repeats leading turns that do not end with the record's prompt", field='chosen')
+    _check_response(c[n:], 'chosen'); _check_response(r[n:], 'rejected')
+    return c[:n], c[n:], r[n:]
+
+def _split_hh_text(c:str, r:str)->tuple[str, str, str]:
+    "(prompt, chosen, rejected) of two HH-RLHF dialogues: the prompt ends at the last `\n\nAssistant:` before they diverge."
+    n = next((i for i, (a, b) in enumerate(zip(c, r)) if a != b), min(len(c), len(r)))
+    ends = [m.end() for m in _HH_TURN.finditer(c[:n]) if m.group(1) == 'Assistant']
+    if not ends:
+        hh_messages(c, 'chosen'); hh_messages(r, 'rejected')     # not HH text at all: say so
+        raise DataError('chosen and rejected differ before their first Assistant turn: there is no shared prompt', field='prompt')
+    for t, f in ((c, 'chosen'), (r, 'rejected')):
+        if _HH_TURN.findall(t)[-1] != 'Assistant': raise DataError('the dialogue ends on a Human turn, not an Assistant turn', field=f)
+    one_space = lambda s: s[1:] if s.startswith(' ') else s    # the space the tokenizer puts back between prompt and response
+    return c[:ends[-1]], one_space(c[ends[-1]:]), one_space(r[ends[-1]:])
+
+def _as_format(p:list, c:list, r:list, fmt:str|None):
+    if fmt in (None, 'messages'): return p, c, r
+    style = 'lmflow' if fmt == 'lmflow' else 'text'
+    prompt = render_dialogue(p, style, generation_prompt=True)
+    resp = lambda ms: render_dialogue(p + ms, style)[len(prompt) + 1:]   # the text after the prompt's marker and its space
+    return prompt, resp(c), resp(r)
+
+def extract_prompt(rec:dict,                    # a preference record
+                   dialogue_format:str|None=None # None: keep the record's form; 'text', 'messages' or 'lmflow' (see below)
+                  )->dict:
+    "A preference record with its prompt made explicit (HH-RLHF's implicit prompt, UltraFeedback's repeated one); other records as they are."
+    if dialogue_format not in DIALOGUE_FORMATS: raise ValueError(f'dialogue_format must be one of {DIALOGUE_FORMATS}, got {dialogue_format!r}')
+    if not isinstance(rec, dict) or 'chosen' not in rec or 'rejected' not in rec: return rec
+    c, r, p = rec['chosen'], rec['rejected'], rec.get('prompt')
+    if 'prompt' in rec:                          # UltraFeedback: the chats repeat the prompt's turns
+        if not (_is_messages(c) and _is_messages(r)) or (c[0]['role'] == 'assistant' and r[0]['role'] == 'assistant'): return rec
+        if not isinstance(p, (str, list)): return rec                    # the schema check names it
+        p, c, r = _as_format(*_split_chat(c, r, p), dialogue_format)
+        return {**rec, 'prompt': p, 'chosen': c, 'rejected': r}
+    if c == r: raise DataError('chosen and rejected are the same dialogue: no prompt can be told from the responses (and the pair teaches nothing)', field='rejected')
+    if isinstance(c, str) and isinstance(r, str):
+        if dialogue_format in (None, 'text'): p, c, r = _split_hh_text(c, r)
+        else: p, c, r = _as_format(*_split_chat(hh_messages(c, 'chosen'), hh_messages(r, 'rejected')), dialogue_format)
+    elif _is_messages(c) and _is_messages(r): p, c, r = _as_format(*_split_chat(c, r), dialogue_format)
+    else:
+        bad = 'chosen' if not (isinstance(c, str) or _is_messages(c)) else 'rejected'
+        raise DataError('with no prompt field, chosen and rejected must both be dialogue texts or both chat messages', field=bad)
+    return {'prompt': p, 'chosen': c, 'rejected': r, **{k: v for k, v in rec.items() if k not in ('chosen', 'rejected')}}
+
+
 # %% ../nbs/03_data.ipynb #78b40d8f
 def iter_file_records(path:str|Path,       # a .json file (a list, or `{key: [...]}`) or a JSONL file
                       key:str='data',        # the key a JSON object may hold its list under
@@ -196,12 +296,17 @@ def _records_with_place(src)->Iterable[tuple[Any, int|None, dict]]:
 
 def load_records(src,                  # a .jsonl/.json path, a list of dicts, or a `datasets.Dataset`
                  schema:str|Schema,     # 'ranked', 'preference', 'principled_preference', 'sft' or 'interaction'
-                 allow_empty:bool=False # accept a source with no records
+                 allow_empty:bool=False, # accept a source with no records
+                 dialogue_format:str|None=None # how HH-RLHF / UltraFeedback dialogues are split: None, 'text', 'messages', 'lmflow' (`extract_prompt`)
                 )->list[dict]:
     "Load and validate records; a bad record raises `DataError` naming its file, line and field; records that teach nothing are counted in a warning."
     schema = get_schema(schema)
-    out, weak = [], {}
+    if dialogue_format not in DIALOGUE_FORMATS: raise ValueError(f'dialogue_format must be one of {DIALOGUE_FORMATS}, got {dialogue_format!r}')
+    split, out, weak = {'chosen', 'rejected'} <= set(schema.required), [], {}
     for place, i, r in _records_with_place(src):
+        if split:
+            try: r = extract_prompt(r, dialogue_format)
+            except DataError as e: raise DataError(e.msg, place, i, e.field) from None
         if (p := schema.problem(r)) is not None: raise DataError(p[1], place, i, p[0] or None)
         if schema.no_signal and (why := schema.no_signal(r)): weak.setdefault(why, []).append(f'{place}:{i}')
         out.append(r)
@@ -210,10 +315,10 @@ def load_records(src,                  # a .jsonl/.json path, a list of dicts, o
     if not out and not allow_empty: raise DataError(f'no {schema.name} records found', src if isinstance(src, (str, Path)) else None)
     return out
 
-def load_dataset_records(src, schema:str|Schema):
+def load_dataset_records(src, schema:str|Schema, dialogue_format:str|None=None):
     "Load and validate records as a `datasets.Dataset` (the form TRL's and our trainers take)."
     import datasets
-    return datasets.Dataset.from_list(load_records(src, schema))
+    return datasets.Dataset.from_list(load_records(src, schema, dialogue_format=dialogue_format))
 
 # %% ../nbs/03_data.ipynb #acee2cfb
 def read_lines(path:str|Path,        # a text file, one item a line
@@ -240,7 +345,8 @@ PROMPT_SCHEMA = Schema('prompt', ('prompt',), check=_check_prompt)
 
 # %% ../nbs/03_data.ipynb #1aa0d626
 def load_prompts(src,                  # a .jsonl/.json file, a text file (one prompt a line), a list, or a `datasets.Dataset`
-                 field:str|Sequence[str]='prompt' # the record field holding the prompt (several: the first a record has)
+                 field:str|Sequence[str]='prompt', # the record field holding the prompt (several: the first a record has)
+                 dialogue_format:str|None=None    # a record with chosen and rejected but no prompt: how its prompt is split (`extract_prompt`)
                 )->list:
     "Validated prompts (strings or chats); a bad one raises `DataError` naming its file, line (or row) and field."
     if isinstance(src, (str, Path)) and Path(src).suffix not in ('.jsonl', '.json'): return read_lines(src, 'prompt')
@@ -249,6 +355,9 @@ def load_prompts(src,                  # a .jsonl/.json file, a text file (one p
         f = next((k for k in fields if k in r), None) if isinstance(r, dict) else None
         if isinstance(r, (str, list)): rec = {'prompt': r}                  # a bare prompt
         elif f is not None: rec = {'prompt': r[f]}
+        elif isinstance(r, dict) and 'chosen' in r and 'rejected' in r:             # HH-RLHF: the prompt the pair shares
+            try: rec, f = {'prompt': extract_prompt(r, dialogue_format)['prompt']}, 'prompt'
+            except DataError as e: raise DataError(e.msg, place, i, e.field) from None
         elif isinstance(r, dict):
             raise DataError(f"missing (a prompt record holds its prompt under {' or '.join(map(repr, fields))})", place, i, fields[0])
         else: raise DataError(f'expected a prompt (text or chat) or a record with {fields[0]!r}, got {type(r).__name__}', place, i)
