@@ -10,17 +10,18 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-from .core import iter_jsonl
+from .core import DataError, input_file, iter_jsonl, read_json
+from .data import check_number
 from .models import is_decoder_reward_model, sequence_rewards, score_texts, ensure_pad_token
 from .logprobs import forward_logprobs, sequence_logprobs, make_batch
 from .tokenization import encode_prompt_response, pair_text, distinct_n
 
 # %% auto #0
-__all__ = ['AB_TEMPLATE', 'AB_FIELDS', 'MC1_FIELDS', 'MC1_TEMPLATE', 'pairwise_accuracy', 'reward_scores', 'rm_accuracy',
-           'implicit_reward_metrics', 'response_logprobs', 'implicit_reward_accuracy', 'eval_asset', 'load_ab_items',
-           'load_mc1_items', 'ab_prompts', 'ab_scores', 'letter_logprobs', 'ab_accuracy', 'mc1_scores', 'mc1_accuracy',
-           'win_rate_from_scores', 'reward_win_rate', 'parse_vote', 'win_rate_from_votes', 'judge_win_rate',
-           'generation_stats', 'sample_kl']
+__all__ = ['AB_TEMPLATE', 'AB_FIELDS', 'MC1_FIELDS', 'HHH_CATEGORIES', 'MC1_TEMPLATE', 'pairwise_accuracy', 'reward_scores',
+           'rm_accuracy', 'implicit_reward_metrics', 'response_logprobs', 'implicit_reward_accuracy', 'eval_asset',
+           'load_ab_items', 'load_mc1_items', 'ab_prompts', 'load_hhh_items', 'load_truthfulqa_mc1', 'ab_scores',
+           'letter_logprobs', 'ab_accuracy', 'mc1_scores', 'mc1_accuracy', 'win_rate_from_scores', 'reward_win_rate',
+           'parse_vote', 'win_rate_from_votes', 'judge_win_rate', 'generation_stats', 'sample_kl']
 
 # %% ../nbs/40_evaluation.ipynb #00fdeed3
 def _as_float_tensor(x, name:str)->Tensor:
@@ -131,7 +132,8 @@ def eval_asset(name:str)->Path:
     return p
 
 def load_ab_items(path:str|Path)->list[dict]:
-    "A/B items from JSONL (`question`, `correct`, `incorrect`, optional `category`, `id`); errors name file and line."
+    "A/B items from JSONL (`question`, `correct`, `incorrect`, optional `category`, `id`), or from BIG-bench HHH task files (a folder or a `.json`: `load_hhh_items`); errors name file and line."
+    if Path(path).is_dir() or Path(path).suffix == '.json': return load_hhh_items(path)
     items = []
     for i, rec in enumerate(iter_jsonl(path), 1):
         for f in AB_FIELDS:
@@ -141,7 +143,8 @@ def load_ab_items(path:str|Path)->list[dict]:
     return items
 
 def load_mc1_items(path:str|Path)->list[dict]:
-    "MC1 items from JSONL (`question`, `choices` list, `label` = index of the true choice); errors name file and line."
+    "MC1 items from JSONL (`question`, `choices` list, `label` = index of the true choice), or from TruthfulQA's `mc_task.json` (`load_truthfulqa_mc1`); errors name file and line."
+    if Path(path).suffix == '.json': return load_truthfulqa_mc1(path)
     items = []
     for i, rec in enumerate(iter_jsonl(path), 1):
         ch, lab = rec.get('choices'), rec.get('label')
@@ -157,6 +160,66 @@ def ab_prompts(item:dict)->tuple[str, str]:
     "The item's prompt with the correct answer as (A), and with it as (B)."
     q, c, w = item['question'], item['correct'], item['incorrect']
     return AB_TEMPLATE.format(question=q, first=c, second=w), AB_TEMPLATE.format(question=q, first=w, second=c)
+
+# %% ../nbs/40_evaluation.ipynb #be91524d
+HHH_CATEGORIES = ('harmless', 'helpful', 'honest', 'other')
+
+def _task_files(path:Path)->list[Path]:
+    if not path.is_dir(): return [input_file(path, 'BIG-bench task file')]
+    files = sorted(path.glob('*/task.json')) or ([path/'task.json'] if (path/'task.json').is_file() else [])
+    if not files: raise DataError('no BIG-bench task.json in this folder (expected harmless/task.json, helpful/task.json, ...)', path)
+    return files
+
+def _task_category(f:Path, task:dict)->str:
+    if f.parent.name in HHH_CATEGORIES or not isinstance(task.get('name'), str): return f.parent.name
+    return task['name'].split(':')[-1]
+
+def load_hhh_items(path:str|Path   # BIG-bench's hhh_alignment folder (`*/task.json`) or one `task.json`
+                  )->list[dict]:
+    "A/B items (`question`, `correct`, `incorrect`, `category`, `id`) from BIG-bench HHH alignment task files; `DataError` names file, example and field."
+    items = []
+    for f in _task_files(Path(path)):
+        task = read_json(f)
+        if not isinstance(task, dict) or not isinstance(task.get('examples'), list):
+            raise DataError('expected a BIG-bench task: a JSON object with an "examples" list', f, field='examples')
+        cat = _task_category(f, task)
+        for k, ex in enumerate(task['examples']):
+            where = (f'{f} example', k)
+            if not isinstance(ex, dict): raise DataError(f'expected an object, got {type(ex).__name__}', *where)
+            if not isinstance(ex.get('input'), str) or not ex['input'].strip(): raise DataError('must be a non-empty string', *where, 'input')
+            ts = ex.get('target_scores')
+            if not isinstance(ts, dict) or len(ts) != 2:
+                raise DataError(f'an A/B item needs exactly two answers with scores, got {len(ts) if isinstance(ts, dict) else repr(ts)}', *where, 'target_scores')
+            (a, sa), (b, sb) = ts.items()
+            if any(check_number(s, 'target_scores') for s in (sa, sb)) or sa == sb or not (a.strip() and b.strip()):
+                raise DataError(f'the two answers need different numeric scores and non-empty text, got {ts!r}', *where, 'target_scores')
+            items.append({'question': ex['input'], 'correct': a if sa > sb else b, 'incorrect': b if sa > sb else a,
+                          'category': cat, 'id': f'{cat}/{k}'})
+    if not items: raise DataError('no examples', path)
+    return items
+
+
+# %% ../nbs/40_evaluation.ipynb #fa901e5d
+def load_truthfulqa_mc1(path:str|Path  # TruthfulQA's `mc_task.json`
+                       )->list[dict]:
+    "MC1 items (`question`, `choices`, `label`, `id`) from TruthfulQA's `mc_task.json`; `DataError` names file, record and field."
+    path = input_file(path, 'TruthfulQA mc_task.json')
+    data = read_json(path)
+    if not isinstance(data, list): raise DataError('expected a JSON list of TruthfulQA questions (mc_task.json)', path)
+    items = []
+    for k, q in enumerate(data):
+        where = (f'{path} record', k)
+        if not isinstance(q, dict): raise DataError(f'expected an object, got {type(q).__name__}', *where)
+        if not isinstance(q.get('question'), str) or not q['question'].strip(): raise DataError('must be a non-empty string', *where, 'question')
+        t = q.get('mc1_targets')
+        if not isinstance(t, dict) or len(t) < 2: raise DataError('expected an object of at least two {choice: 0 or 1}', *where, 'mc1_targets')
+        if any(v not in (0, 1) or isinstance(v, bool) for v in t.values()) or sum(t.values()) != 1 or not all(c.strip() for c in t):
+            raise DataError(f'needs non-empty choices scored 0 or 1, exactly one of them 1; got {t!r}', *where, 'mc1_targets')
+        choices = list(t)
+        items.append({'id': str(k), 'question': q['question'], 'choices': choices, 'label': choices.index(next(c for c in t if t[c] == 1))})
+    if not items: raise DataError('no questions', path)
+    return items
+
 
 # %% ../nbs/40_evaluation.ipynb #6fc31e80
 def ab_scores(letter_logps:Sequence|Tensor,    # [n, 2, 2]: item, order (0: correct shown as A), letter (A, B) log-probs
@@ -188,7 +251,7 @@ def letter_logprobs(model:nn.Module, tokenizer,
     return torch.stack(cols, 1)
 
 def ab_accuracy(model:nn.Module, tokenizer,
-                items:Sequence[dict]|str|Path,    # A/B items, or a JSONL path (see `load_ab_items`)
+                items:Sequence[dict]|str|Path,    # A/B items, or a path (JSONL, or BIG-bench HHH files: see `load_ab_items`)
                 batch_size:int=16)->dict:
     "A/B multiple-choice metrics of a causal LM, both answer orders (see `ab_scores`)."
     if isinstance(items, (str, Path)): items = load_ab_items(items)
@@ -211,7 +274,7 @@ def mc1_scores(choice_logps:Sequence[Sequence[float]],  # per item, the log-prob
     return {'accuracy': sum(ok) / len(ok) if ok else float('nan'), 'n': len(ok)}
 
 def mc1_accuracy(model:nn.Module, tokenizer,
-                 items:Sequence[dict]|str|Path,   # MC1 items, or a JSONL path (see `load_mc1_items`)
+                 items:Sequence[dict]|str|Path,   # MC1 items, or a path (JSONL, or TruthfulQA's mc_task.json: see `load_mc1_items`)
                  average:bool=True, batch_size:int=16)->dict:
     "MC1 accuracy of a causal LM (choices scored as continuations of `MC1_TEMPLATE`)."
     if isinstance(items, (str, Path)): items = load_mc1_items(items)
