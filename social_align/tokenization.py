@@ -5,10 +5,12 @@
 # %% ../nbs/04_tokenization.ipynb #cc3af680
 from __future__ import annotations
 from typing import Sequence
-from .models import format_prompt, tokenizer_appends_eos
+from .data import ROLES, check_messages
+from .models import format_prompt, tokenizer_appends_eos, end_of_turn_tokens
 
 # %% auto #0
-__all__ = ['response_text', 'prompt_ids', 'encode_prompt_response', 'truncate_pair', 'pair_text', 'distinct_n']
+__all__ = ['response_text', 'prompt_ids', 'through_end_of_turn', 'chat_pair_text', 'encode_prompt_response', 'truncate_pair',
+           'encode_conversation', 'pair_text', 'distinct_n']
 
 # %% ../nbs/04_tokenization.ipynb #f77a41b0
 def response_text(response:str|list[dict])->str:
@@ -27,18 +29,67 @@ def prompt_ids(tokenizer, prompt:str|list[dict]|None)->list[int]:
     if ids[-1:] == [tokenizer.eos_token_id] and tokenizer_appends_eos(tokenizer): ids = ids[:-1]   # a prompt does not end the text
     return ids
 
+# %% ../nbs/04_tokenization.ipynb #d7fca7cc
+def through_end_of_turn(text:str, tokenizer)->str:
+    "`text` up to and including its last end-of-turn token (all of it where the template has none, or it has none)."
+    cut = max((text.rfind(t) + len(t) for t in end_of_turn_tokens(tokenizer) if t in text), default=len(text))
+    return text[:cut]
+
+def _templated(tokenizer, prompt, response)->bool:
+    "Does the pair go through `tokenizer`'s chat template? (A chat prompt, or no prompt and a chat response.)"
+    if tokenizer is None or not getattr(tokenizer, 'chat_template', None): return False
+    return isinstance(prompt, (list, tuple)) or (not prompt and isinstance(response, (list, tuple)))
+
+def _parting(a:str, b:str)->str:
+    "Where two texts part: the position and the text around it in each."
+    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return f'at character {k}: {a[max(0, k-30):k+30]!r} vs {b[max(0, k-30):k+30]!r}'
+
+def chat_pair_text(tokenizer, prompt:list[dict]|None, response:str|list[dict])->tuple[str, str]:
+    "(prompt text, response text) of a chat pair rendered by the chat template: the response is what the whole conversation adds after the prompt's render with the generation prompt, through its last end-of-turn token."
+    turns = ([{'role': 'assistant', 'content': response.lstrip()}] if isinstance(response, str)
+             else check_messages(response, where='response', roles=ROLES))
+    msgs = check_messages(prompt) if prompt else []
+    full = tokenizer.apply_chat_template(msgs + turns, tokenize=False)
+    if msgs:
+        ptxt = format_prompt(msgs, tokenizer)
+        if not full.startswith(ptxt):
+            raise ValueError('the chat template does not render the prompt (with add_generation_prompt=True) as the start of the '
+                             f'conversation with its response; they part {_parting(ptxt, full)}. The response tokens cannot be '
+                             'read off such a template: fix it so that a generation prompt is a prefix of the conversation')
+    else:
+        bos = tokenizer.bos_token
+        ptxt = bos if bos and full.startswith(bos) else ''   # no prompt: the BOS stays the prompt's (`prompt_ids(None)`)
+    return ptxt, through_end_of_turn(full[len(ptxt):], tokenizer)
+
 # %% ../nbs/04_tokenization.ipynb #1af2ebd5
 def _sep(ptxt:str, rtxt:str)->str:
     "The space that joins a prompt ending in a word character to a response that starts without one ('' otherwise)."
     return ' ' if ptxt and not ptxt[-1].isspace() and rtxt and not rtxt[0].isspace() else ''
 
+def _stop_ids(tokenizer)->set[int]:
+    "EOS and the chat template's end-of-turn ids: the tokens a response may end with."
+    eot = [tokenizer.convert_tokens_to_ids(t) for t in end_of_turn_tokens(tokenizer)]
+    return {i for i in [tokenizer.eos_token_id, *eot] if i is not None}
+
 def encode_prompt_response(tokenizer,                      # a `transformers` tokenizer
                            prompt:str|list[dict]|None,     # the prompt: text or chat messages (None/'' for none)
                            response:str|list[dict],        # the response to score or learn
-                           add_eos:bool=True               # end the response with EOS (where generation stops)
+                           add_eos:bool=True               # end the response where generation stops (EOS, unless the template ended the turn)
                           )->tuple[list[int], list[int]]:  # (prompt ids, response ids)
-    "Token ids of the prompt and of the response, tokenized separately so the boundary is exact."
+    "Token ids of the prompt and of the response, with an exact boundary; a chat goes through the chat template with its prompt."
     p = prompt_ids(tokenizer, prompt)
+    if _templated(tokenizer, prompt, response):
+        ptxt, rtxt = chat_pair_text(tokenizer, prompt, response)
+        if prompt:
+            whole = tokenizer(ptxt + rtxt, add_special_tokens=False)['input_ids']
+            if whole[:len(p)] != p:
+                raise ValueError(f'the prompt\'s tokens are not the start of the conversation\'s tokens (the chat template\'s generation '
+                                 f'prompt ends inside a token: {ptxt[-20:]!r} + {rtxt[:20]!r}); make it end at a token boundary')
+            r = whole[len(p):]
+        else: r = tokenizer(rtxt, add_special_tokens=False)['input_ids']
+        if add_eos and (not r or r[-1] not in _stop_ids(tokenizer)): r = r + [tokenizer.eos_token_id]
+        return p, r
     ptxt = format_prompt(prompt, tokenizer) if prompt else ''
     rtxt = response_text(response)
     r = tokenizer(_sep(ptxt, rtxt) + rtxt, add_special_tokens=False)['input_ids']
@@ -64,14 +115,38 @@ def truncate_pair(p:list[int],                # prompt ids
             cut_r = min(extra, len(r)); r = r[:len(r)-cut_r]; p = p[:len(p)-(extra-cut_r)]
     return (p, r) if r else None
 
+# %% ../nbs/04_tokenization.ipynb #511a3ddd
+def encode_conversation(tokenizer,             # a `transformers` tokenizer
+                        messages:list[dict],   # a chat with at least one assistant turn
+                        add_eos:bool=True      # end the last turn where generation stops (see `encode_prompt_response`)
+                       )->tuple[list[int], list[int]]: # (ids, mask: 1 on every assistant turn's tokens)
+    "Ids of a whole chat and the mask of its assistant turns, by incremental rendering."
+    msgs = check_messages(messages, where='messages', roles=ROLES)
+    turns = [i for i, m in enumerate(msgs) if m['role'] == 'assistant']
+    if not turns: raise ValueError('messages: no assistant turn to learn')
+    last = turns[-1]
+    p, r = encode_prompt_response(tokenizer, msgs[:last] or None, msgs[last:last+1], add_eos)
+    ids, mask = p + r, [0] * len(p) + [1] * len(r)
+    for i in turns[:-1]:
+        pi, ri = encode_prompt_response(tokenizer, msgs[:i] or None, msgs[i:i+1], add_eos=False)
+        if ids[:len(pi) + len(ri)] != pi + ri:
+            raise ValueError(f'messages: the chat template renders assistant turn {i} differently once later turns follow, so its tokens '
+                             'are not the start of the whole chat\'s tokens; it cannot be learned as it is rendered alone')
+        mask[len(pi):len(pi) + len(ri)] = [1] * len(ri)
+    return ids, mask
+
 # %% ../nbs/04_tokenization.ipynb #19c15cd3
 def pair_text(prompt:str|list[dict]|None,    # the prompt: text or chat messages (None/'' for none)
               response:str|list[dict],       # the response
-              tokenizer=None                 # a tokenizer whose chat template renders chat prompts (default: the plain template)
+              tokenizer=None                 # a tokenizer whose chat template renders chat pairs (default: the plain template)
              )->str:
-    "The whole text of prompt + response as one string, joined as `encode_prompt_response` joins them."
-    ptxt, rtxt = (format_prompt(prompt, tokenizer) if prompt else ''), response_text(response)
+    "The whole text of prompt + response as one string, joined as `encode_prompt_response` joins them (without a final EOS)."
     bos = getattr(tokenizer, 'bos_token', None)
+    if _templated(tokenizer, prompt, response):
+        ptxt, rtxt = chat_pair_text(tokenizer, prompt, response)
+        eos = tokenizer.eos_token
+        if eos and rtxt.endswith(eos): rtxt = rtxt[:-len(eos)]   # `score_texts` appends the EOS
+    else: ptxt, rtxt = (format_prompt(prompt, tokenizer) if prompt else ''), response_text(response)
     if not isinstance(prompt, str) and bos and ptxt.startswith(bos): ptxt = ptxt[len(bos):]   # the tokenizer adds its own BOS
     return ptxt + _sep(ptxt, rtxt) + rtxt
 
