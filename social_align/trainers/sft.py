@@ -14,7 +14,7 @@ from torch import nn, Tensor
 from ..core import DataError
 from ..data import load_records
 from .base import AlignmentConfig, AlignmentTrainer, as_dataset, tokenize_dataset
-from ..tokenization import encode_prompt_response, truncate_pair
+from ..tokenization import encode_prompt_response, encode_conversation, truncate_pair
 from ..logprobs import forward_logprobs
 from ..losses.sft import sft_loss
 
@@ -92,14 +92,18 @@ class SFTTrainer(AlignmentTrainer):
     config_class = SFTConfig
 
     def tokenize_row(self, rec:dict, tokenizer, args:SFTConfig)->dict|None:
-        prompt, response = sft_prompt_response(rec)
-        p, r = encode_prompt_response(tokenizer, prompt, response)
+        if rec.get('messages') is not None:   # every assistant turn is learned; the last one is the response
+            ids, turns = encode_conversation(tokenizer, rec['messages'])
+            k = len(turns) - turns[::-1].index(0) if 0 in turns else 0
+            p, r, pm = ids[:k], ids[k:], turns[:k]
+        else:
+            p, r = encode_prompt_response(tokenizer, *sft_prompt_response(rec)); pm = [0] * len(p)
         max_length = None if getattr(args, 'packing', False) else args.max_length
-        pr = truncate_pair(p, r, max_length, args.max_prompt_length, args.truncation_side)
-        if pr is None: return None
-        p, r = pr
+        cut = lambda a, b: truncate_pair(a, b, max_length, args.max_prompt_length, args.truncation_side)
+        if (pr := cut(p, r)) is None: return None
+        (p, r), (pm, rm) = pr, cut(pm, [1] * len(r))   # the mask is cut where the ids are
         learn_prompt = not getattr(args, 'completion_only_loss', True)
-        mask = [int(learn_prompt)] * len(p) + [1] * len(r)
+        mask = [1 if learn_prompt else m for m in pm] + rm
         mask[0] = 0   # nothing predicts the first token (with left padding, only a pad would)
         return {'sequence_input_ids': p + r, 'sequence_response_mask': mask}
 
