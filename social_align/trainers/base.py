@@ -4,8 +4,9 @@
 
 # %% ../../nbs/30_trainer_base.ipynb #ddd109f2
 from __future__ import annotations
-import copy, json, math, sys, warnings
+import copy, importlib.util, json, math, sys, warnings
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -16,18 +17,36 @@ from transformers import Trainer, TrainingArguments
 
 from ..core import DataError, atomic_write_json
 from ..data import load_records, get_schema
-from ..models import load_tokenizer, load_causal_lm, ensure_pad_token, freeze
+from ..models import load_tokenizer, load_causal_lm, ensure_pad_token, freeze, eval_mode
 from ..tokenization import response_text, prompt_ids, encode_prompt_response, truncate_pair   # re-exported: their home is social_align.tokenization
 from ..logprobs import make_batch
 
 # %% auto #0
-__all__ = ['AlignmentConfig', 'as_dataset', 'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'disable_dropout',
-           'deepspeed_reference', 'AlignmentTrainer', 'step_losses']
+__all__ = ['AlignmentConfig', 'as_dataset', 'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'get_peft_config',
+           'quantization_kwargs', 'unwrap_model', 'is_peft_model', 'with_adapter', 'adapter_disabled',
+           'disable_dropout', 'deepspeed_reference', 'AlignmentTrainer', 'merge_adapter', 'step_losses']
 
 # %% ../../nbs/30_trainer_base.ipynb #1eff07fd
+def _check_peft_fields(c):
+    "Refuse LoRA / QLoRA settings that cannot work, naming the flag and what it needs."
+    if c.lora_r < 1: raise ValueError(f'lora_r must be at least 1, got {c.lora_r}')
+    if not c.lora_alpha > 0: raise ValueError(f'lora_alpha must be > 0, got {c.lora_alpha}')
+    if not 0 <= c.lora_dropout < 1: raise ValueError(f'lora_dropout must lie in [0, 1), got {c.lora_dropout}')
+    if c.lora_task_type not in (None, 'CAUSAL_LM', 'SEQ_CLS'):
+        raise ValueError(f"lora_task_type must be 'CAUSAL_LM' or 'SEQ_CLS' (None: the trainer's), got {c.lora_task_type!r}")
+    if c.load_in_4bit and c.load_in_8bit: raise ValueError('give --load_in_4bit or --load_in_8bit, not both')
+    flag = '--load_in_4bit' if c.load_in_4bit else '--load_in_8bit' if c.load_in_8bit else None
+    if flag is None: return
+    if not c.use_peft: raise ValueError(f'{flag} (QLoRA) trains a LoRA adapter on the quantized model, whose own weights stay frozen: add --use_peft True')
+    if not torch.cuda.is_available():
+        raise ValueError(f'{flag} (QLoRA) needs a CUDA GPU: bitsandbytes quantizes on CUDA, and this machine has none. '
+                         f'Drop {flag} to train the LoRA adapter on the full-precision model')
+    if importlib.util.find_spec('bitsandbytes') is None:
+        raise ValueError(f'{flag} (QLoRA) needs bitsandbytes: pip install "social_align[qlora]"')
+
 @dataclass
 class AlignmentConfig(TrainingArguments):
-    "`TrainingArguments` plus the length and truncation settings shared by every `social_align` trainer."
+    "`TrainingArguments` plus the length, truncation and LoRA settings shared by every `social_align` trainer."
     max_length: int|None = field(default=512, metadata={'help': 'longest prompt + response, in tokens; longer examples are truncated'})
     max_prompt_length: int|None = field(default=None, metadata={'help': 'longest prompt, in tokens (None: no separate limit)'})
     truncation_side: str = field(default='left', metadata={'help': "'left': drop tokens from the start (the prompt first), keeping the response and its EOS; 'right': drop them from the end of the response", 'choices': ['left', 'right']})
@@ -35,14 +54,36 @@ class AlignmentConfig(TrainingArguments):
     dataset_num_proc: int|None = field(default=None, metadata={'help': 'processes for tokenizing the dataset'})
     remove_unused_columns: bool = field(default=False, metadata={'help': 'keep False: the collators read the tokenized columns'})
     disable_dropout: bool = field(default=False, metadata={'help': 'set every dropout of the model (and of the reference) to 0; on by default in the trainers that compare the policy with a frozen reference (DPO/IPO, SSO, RL)'})
+    warmup_ratio: float|None = field(default=None, metadata={'help': 'fraction of the steps to warm up over (transformers 4 name; sets warmup_steps, which transformers 5 reads as a fraction when below 1)'})
+    # LoRA through peft: TRL's ModelConfig names and defaults
+    use_peft: bool = field(default=False, metadata={'help': 'train a LoRA adapter (peft) instead of every weight; saves the adapter only (merge with trainers.base.merge_adapter)'})
+    lora_r: int = field(default=16, metadata={'help': 'LoRA rank'})
+    lora_alpha: int = field(default=32, metadata={'help': 'LoRA alpha (the update is scaled by lora_alpha / lora_r)'})
+    lora_dropout: float = field(default=0.05, metadata={'help': "dropout on the adapter's input (set to 0 by disable_dropout, like every dropout of the policy)"})
+    lora_target_modules: list[str]|None = field(default=None, metadata={'help': "module names to adapt, e.g. q_proj v_proj, or all-linear (default: peft's choice for the architecture, q_proj v_proj for Llama)"})
+    lora_modules_to_save: list[str]|None = field(default=None, metadata={'help': 'modules trained fully and saved with the adapter, e.g. lm_head (a reward model always has its score head here)'})
+    lora_task_type: str|None = field(default=None, metadata={'help': "peft task type: CAUSAL_LM or SEQ_CLS (default: the trainer's: SEQ_CLS for the reward model, CAUSAL_LM otherwise)"})
+    use_rslora: bool = field(default=False, metadata={'help': 'rank-stabilized LoRA: scale by lora_alpha / sqrt(lora_r)'})
+    use_dora: bool = field(default=False, metadata={'help': 'weight-decomposed LoRA (DoRA)'})
+    load_in_4bit: bool = field(default=False, metadata={'help': 'QLoRA: load the base model in 4 bits (bitsandbytes, CUDA only; needs --use_peft True)'})
+    load_in_8bit: bool = field(default=False, metadata={'help': 'load the base model in 8 bits (bitsandbytes, CUDA only; needs --use_peft True)'})
+    bnb_4bit_quant_type: str = field(default='nf4', metadata={'help': "4-bit quantization type, 'nf4' or 'fp4'", 'choices': ['nf4', 'fp4']})
+    use_bnb_nested_quant: bool = field(default=False, metadata={'help': 'quantize the 4-bit quantization constants too (double quantization)'})
 
     def __post_init__(self):
+        if self.warmup_ratio is not None:
+            if not 0 <= self.warmup_ratio < 1: raise ValueError(f'warmup_ratio must lie in [0, 1), got {self.warmup_ratio}')
+            if self.warmup_steps not in (0, self.warmup_ratio):
+                raise ValueError(f'give warmup_ratio ({self.warmup_ratio}) or warmup_steps ({self.warmup_steps}), not both')
+            self.warmup_steps = self.warmup_ratio
         super().__post_init__()
         if self.truncation_side not in ('left', 'right'): raise ValueError(f"truncation_side must be 'left' or 'right', got {self.truncation_side!r}")
         if self.padding_side not in ('left', 'right'): raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         if self.max_length is not None and self.max_length < 2: raise ValueError(f'max_length must be at least 2, got {self.max_length}')
         if self.max_prompt_length is not None and self.max_length is not None and self.max_prompt_length >= self.max_length:
             raise ValueError(f'max_prompt_length ({self.max_prompt_length}) must be smaller than max_length ({self.max_length})')
+        _check_peft_fields(self)
+
 
 # %% ../../nbs/30_trainer_base.ipynb #329303ea
 def as_dataset(src,                   # a .jsonl/.json path, a list of dicts, or a `datasets.Dataset`
@@ -51,9 +92,11 @@ def as_dataset(src,                   # a .jsonl/.json path, a list of dicts, or
     "Validate `src` against `schema` and return it as a `datasets.Dataset` with every key of every record as a column."
     import datasets, pyarrow
     if isinstance(src, datasets.Dataset):
-        load_records(src, schema)     # names the row and field of a bad record
-        return src
-    recs = load_records(src, schema)
+        recs = load_records(src, schema)     # names the row and field of a bad record
+        cols = set(src.column_names)
+        if len(recs) == len(src) and all(set(r) == cols for r in recs): return src   # as loaded: keep the Arrow table
+        src = None                    # load_records reshaped the records (e.g. HH-RLHF's extracted prompt): build from them
+    else: recs = load_records(src, schema)
     keys = list(dict.fromkeys(k for r in recs for k in r))
     try: return datasets.Dataset.from_list([{k: r.get(k) for k in keys} for r in recs])
     except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError) as e:
@@ -105,6 +148,68 @@ class SequenceCollator:
                 batch[k] = torch.tensor(vals)
         return batch
 
+# %% ../../nbs/30_trainer_base.ipynb #0b8045fc
+def get_peft_config(args:AlignmentConfig,        # the flags: `use_peft`, `lora_r`, `lora_alpha`, ...
+                    task_type:str='CAUSAL_LM'    # the trainer's task type, used where `args.lora_task_type` is None
+                   ):                            # a `peft.LoraConfig`, or None without `use_peft`
+    "The `peft.LoraConfig` of the LoRA flags of `args` (None when `use_peft` is off), as TRL's `get_peft_config`."
+    if not args.use_peft: return None
+    from peft import LoraConfig
+    targets = args.lora_target_modules
+    if targets is not None and list(targets) == ['all-linear']: targets = 'all-linear'   # peft's keyword is a string
+    return LoraConfig(task_type=args.lora_task_type or task_type, r=args.lora_r, lora_alpha=args.lora_alpha,
+                      lora_dropout=args.lora_dropout, target_modules=targets, modules_to_save=args.lora_modules_to_save,
+                      bias='none', use_rslora=args.use_rslora, use_dora=args.use_dora)
+
+# %% ../../nbs/30_trainer_base.ipynb #fd494103
+def quantization_kwargs(args:AlignmentConfig)->dict:
+    "`from_pretrained` arguments that load the base model in 4 or 8 bits (bitsandbytes) on this process's GPU ({} without `load_in_4bit`/`load_in_8bit`)."
+    if not (args.load_in_4bit or args.load_in_8bit): return {}
+    from transformers import BitsAndBytesConfig
+    dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
+    if args.load_in_4bit:
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type=args.bnb_4bit_quant_type,
+                               bnb_4bit_use_double_quant=args.use_bnb_nested_quant)
+    else: q = BitsAndBytesConfig(load_in_8bit=True)
+    dev = f'cuda:{args.local_process_index}'
+    return {'quantization_config': q, 'device_map': {'': dev}, 'device': dev, 'dtype': dtype}
+
+# %% ../../nbs/30_trainer_base.ipynb #b36a4890
+def unwrap_model(model:nn.Module)->nn.Module:
+    "The model inside DDP / DataParallel / DeepSpeed / FSDP wrappers (their `.module`)."
+    while isinstance(getattr(model, 'module', None), nn.Module): model = model.module
+    return model
+
+def is_peft_model(model:nn.Module)->bool:
+    "Does `model` (possibly wrapped for distributed training) carry a peft adapter?"
+    try: from peft import PeftModel
+    except ImportError: return False
+    return isinstance(unwrap_model(model), PeftModel)
+
+def with_adapter(model:nn.Module,                 # a transformers model without an adapter
+                 peft_config,                     # a `peft.PeftConfig`, e.g. `peft.LoraConfig`
+                 gradient_checkpointing:bool=False # the run uses gradient checkpointing
+                )->nn.Module:                     # the `peft.PeftModel` to train
+    "`model` wrapped with a new adapter for training (a 4/8-bit model is prepared for k-bit training first)."
+    from peft import PeftConfig, get_peft_model, prepare_model_for_kbit_training
+    if not isinstance(peft_config, PeftConfig):
+        raise TypeError(f'peft_config must be a peft.PeftConfig (e.g. peft.LoraConfig), got {type(peft_config).__name__}')
+    if is_peft_model(model):
+        raise ValueError('the model already carries a peft adapter and a peft_config was given too: pass the peft model without '
+                         'peft_config to go on training its adapter, or merge it first (merge_and_unload) to train a new one')
+    if getattr(model, 'is_loaded_in_4bit', False) or getattr(model, 'is_loaded_in_8bit', False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    model = get_peft_model(model, peft_config)
+    if gradient_checkpointing: model.enable_input_require_grads()
+    return model
+
+@contextmanager
+def adapter_disabled(model:nn.Module):            # a peft model, possibly DDP-wrapped
+    "Inside the block `model` runs without its adapter: the frozen base model, the reference of adapter training."
+    inner = unwrap_model(model)
+    if not is_peft_model(inner): raise ValueError(f'{type(inner).__name__} has no peft adapter to disable')
+    with inner.disable_adapter(): yield model
+
 # %% ../../nbs/30_trainer_base.ipynb #f6fde4d1
 def disable_dropout(model:nn.Module # any torch model
                    )->nn.Module:    # the same model, with every dropout probability 0
@@ -136,6 +241,7 @@ class AlignmentTrainer(Trainer):
     schema: str = 'sft'                 # data schema of the train and eval records
     groups: tuple = ('sequence',)       # sequence groups of a feature (see `SequenceCollator`)
     config_class = AlignmentConfig      # the arguments class of this trainer
+    peft_task_type: str = 'CAUSAL_LM'   # the peft task type of `use_peft` when `lora_task_type` is not given
 
     def __init__(self,
                  model:nn.Module|str|Path,          # the model, or a local folder / hub name to load it from
@@ -144,6 +250,7 @@ class AlignmentTrainer(Trainer):
                  eval_dataset=None,                 # the same, or a dict of them
                  processing_class=None,             # the tokenizer (default: loaded from the model's folder)
                  data_collator=None,                # default: `make_collator()`
+                 peft_config=None,                  # a `peft.LoraConfig`: train an adapter (default: from `args.use_peft`)
                  **kwargs):                         # anything else `transformers.Trainer` takes (callbacks, optimizers, ...)
         if args is None: args = self.config_class(output_dir=f'runs/{type(self).__name__}')
         if not isinstance(args, AlignmentConfig):
@@ -155,7 +262,8 @@ class AlignmentTrainer(Trainer):
         if processing_class is None:
             raise ValueError('processing_class (the tokenizer) is required when the model is given as an object')
         ensure_pad_token(processing_class, model)
-        if args.disable_dropout: disable_dropout(model)
+        model = self.apply_peft(model, peft_config, args)
+        if args.disable_dropout: disable_dropout(model)      # after the adapter: its dropout too, as in TRL
         self._metrics = {'train': defaultdict(list), 'eval': defaultdict(list)}
         self.tokenizer_ = processing_class
         train_dataset = self.prepare_dataset(train_dataset, processing_class, args, 'train')
@@ -171,7 +279,15 @@ class AlignmentTrainer(Trainer):
     # -- what a subclass may override -------------------------------------------------------------------------
     def load_model(self, name_or_path:str, args:AlignmentConfig)->nn.Module:
         "Load the model to train from a folder or hub name (a causal LM by default)."
-        return load_causal_lm(name_or_path, device='cpu')
+        return load_causal_lm(name_or_path, **{'device': 'cpu', **quantization_kwargs(args)})
+
+    def apply_peft(self, model:nn.Module, peft_config, args:AlignmentConfig)->nn.Module:
+        "`model` with a new adapter from `peft_config`, else from `args.use_peft`; a peft model given without `peft_config` is kept."
+        if peft_config is None:
+            if is_peft_model(model): return model
+            peft_config = get_peft_config(args, self.peft_task_type)
+            if peft_config is None: return model
+        return with_adapter(model, peft_config, args.gradient_checkpointing)
 
     def tokenize_row(self, rec:dict, tokenizer, args:AlignmentConfig)->dict|None:
         "One record -> token-id columns (None drops the record)."
@@ -191,6 +307,17 @@ class AlignmentTrainer(Trainer):
         if self.is_deepspeed_enabled: return deepspeed_reference(ref, self.accelerator)
         ref = self.accelerator.prepare_model(ref, evaluation_mode=True)
         return ref.to(self.accelerator.device)     # FSDP's prepare_model leaves an eval-mode model where it is
+
+    @contextmanager
+    def reference_model(self, model:nn.Module|None=None):
+        "The frozen reference to run inside the block, without gradients: `self.ref_model`, or `model` (default `self.model`) with its adapter disabled."
+        ref = getattr(self, 'ref_model', None)
+        if ref is not None:
+            with torch.no_grad(): yield ref
+            return
+        model = self.model if model is None else model
+        if not is_peft_model(model): raise ValueError(f'{type(self).__name__} has no reference model (ref_model is None and the model has no adapter)')
+        with torch.no_grad(), adapter_disabled(model), eval_mode(unwrap_model(model)): yield model
 
     # -- data ---------------------------------------------------------------------------------------------------
     def encode(self, tokenizer, args:AlignmentConfig, prompt, response)->tuple[list[int], list[int]]|None:
@@ -246,7 +373,37 @@ class AlignmentTrainer(Trainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
+# %% ../../nbs/30_trainer_base.ipynb #24b28071
+def merge_adapter(adapter_dir:str|Path,              # a saved adapter: adapter_config.json + adapter_model.safetensors
+                  out_dir:str|Path,                  # where the merged model goes
+                  base_model:str|Path|None=None,     # the base it was trained on (default: the one its config names)
+                  dtype:str|torch.dtype='auto'       # dtype of the merged model ('auto': the base's)
+                 )->Path:                            # `out_dir`
+    "Merge a saved LoRA adapter into its base model and save a plain transformers model (safetensors) and tokenizer."
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from social_align.models import resolve_dtype
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir/'adapter_config.json').is_file(): raise FileNotFoundError(f'{adapter_dir}: no adapter_config.json (not a saved adapter)')
+    cfg = PeftConfig.from_pretrained(adapter_dir)
+    base = base_model or cfg.base_model_name_or_path
+    if not base: raise ValueError(f'{adapter_dir}/adapter_config.json names no base model (trained on a model built in memory): pass base_model')
+    seq_cls = str(cfg.task_type) in ('SEQ_CLS', 'TaskType.SEQ_CLS')
+    auto = AutoModelForSequenceClassification if seq_cls else AutoModelForCausalLM
+    model = auto.from_pretrained(base, dtype=resolve_dtype(dtype), use_safetensors=True, **({'num_labels': 1} if seq_cls else {}))
+    tok_src = adapter_dir if (adapter_dir/'tokenizer_config.json').is_file() else base
+    tok = AutoTokenizer.from_pretrained(tok_src)
+    if tok.pad_token_id is not None: model.config.pad_token_id = tok.pad_token_id
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
 # %% ../../nbs/30_trainer_base.ipynb #74fe94c7
 def step_losses(trainer:Trainer)->dict[int, float]:
     "The logged training loss of each step (run with `logging_steps=1`)."
     return {h['step']: h['loss'] for h in trainer.state.log_history if 'loss' in h}
+
+# %% ../../nbs/30_trainer_base.ipynb #10b18bb1
+from .command_line import ScriptArguments, use_cpu_ranks_without_accelerator, parse_cli, parse_script_args, run_training   # re-exported: their home is trainers.command_line

@@ -40,17 +40,11 @@ class StableAlignmentConfig(AlignmentConfig):
     # names of the published command that transformers 5 renamed or removed
     max_length: int|None = _with_aliases('max_length', '--model_max_length')
     eval_strategy: IntervalStrategy|str = _with_aliases('eval_strategy', '--evaluation_strategy')
-    warmup_ratio: float|None = field(default=None, metadata={'help': 'fraction of the steps to warm up over (transformers 4 name; sets warmup_steps, which transformers 5 reads as a fraction when below 1)'})
     fsdp_transformer_layer_cls_to_wrap: str|None = field(default=None, metadata={'help': 'decoder layer class(es) FSDP wraps, comma-separated, e.g. LlamaDecoderLayer (transformers 4 name; goes into fsdp_config)'})
 
     def __post_init__(self):
         if self.num_comp < 1: raise ValueError(f'num_comp must be at least 1, got {self.num_comp}')
         if self.rating_scale < 1: raise ValueError(f'rating_scale must be at least 1 (ratings lie in [1, rating_scale]), got {self.rating_scale}')
-        if self.warmup_ratio is not None:
-            if not 0 <= self.warmup_ratio < 1: raise ValueError(f'warmup_ratio must lie in [0, 1), got {self.warmup_ratio}')
-            if self.warmup_steps not in (0, self.warmup_ratio):
-                raise ValueError(f'give warmup_ratio ({self.warmup_ratio}) or warmup_steps ({self.warmup_steps}), not both')
-            self.warmup_steps = self.warmup_ratio
         if self.fsdp_transformer_layer_cls_to_wrap:
             cfg = self.fsdp_config or {}
             if isinstance(cfg, str):
