@@ -12,18 +12,21 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .core import Config, DataError, JsonlWriter, RESUME_SETTINGS, atomic_write_json, check_resume_settings, iter_jsonl, read_json
+from .core import (Config, DataError, JsonlWriter, RESUME_SETTINGS, atomic_write_json, check_resume_settings, input_file,
+                               iter_jsonl, read_json)
 from .data import INTERACTION_FIELDS, read_lines
 from .generation import Generator
 from .toyworld import SITUATIONS, QUESTION_TEMPLATES, make_question, make_answer
 
 # %% auto #0
 __all__ = ['INIT_SETTINGS', 'REMINDER_DISTANCE', 'RATING_CUE', 'ALIGNMENT_QUESTION', 'ENGAGEMENT_QUESTION', 'SANDBOX_FREE',
-           'agent_position', 'neighbours', 'initial_labels', 'select_peers', 'default_questions',
-           'default_seed_memories', 'load_questions', 'load_seed_memories', 'AgentMemory', 'parse_feedback',
-           'draft_prompt', 'feedback_prompt', 'revision_prompt', 'observer_prompt', 'generate_grouped',
-           'generate_parsed', 'LMJudge', 'RewardModelJudge', 'SandboxConfig', 'save_state', 'load_state', 'run_round',
-           'resolve_generators', 'init_memories', 'sandbox_settings', 'run_sandbox']
+           'SOCIETY_BACKENDS', 'SOCIETY_MODEL_KEYS', 'SOCIETY_CONNECTION_KEYS', 'SOCIETY_DEFAULTS', 'agent_position',
+           'neighbours', 'initial_labels', 'select_peers', 'default_questions', 'default_seed_memories',
+           'load_questions', 'load_seed_memories', 'AgentMemory', 'parse_feedback', 'draft_prompt', 'feedback_prompt',
+           'revision_prompt', 'observer_prompt', 'generate_grouped', 'generate_parsed', 'LMJudge', 'RewardModelJudge',
+           'SandboxConfig', 'save_state', 'load_state', 'run_round', 'generator_name', 'agent_model_names',
+           'resolve_generators', 'init_memories', 'sandbox_settings', 'run_sandbox', 'assign_agents',
+           'load_society_config', 'society_settings', 'openai_generator', 'make_generator', 'society_generators']
 
 # %% ../nbs/10_sandbox.ipynb #e8b4dd22
 INIT_SETTINGS = ('all_good', 'all_bad', 'half_half', 'mixed_half_half')
@@ -340,7 +343,8 @@ def run_round(rnd:int,                       # round index (the records' `iterat
               observer,                      # `LMJudge` / `RewardModelJudge`
               embedder,                      # `.encode(texts) -> (n, d)` L2-normalised
               labels:list[str], memories:list[AgentMemory], questions:list[str],
-              progress=None                  # a tqdm bar advanced once per phase
+              progress=None,                 # a tqdm bar advanced once per phase
+              agent_models:Sequence[str]|None=None # each agent's model name, written to its records as `model`
              )->tuple[list[dict], dict]:
     "Simulate round `rnd` for the whole society; updates `memories`; returns `(records, stats)`."
     n, kw = len(labels), dict(max_new_tokens=cfg.max_new_tokens)
@@ -375,7 +379,8 @@ def run_round(rnd:int,                       # round index (the records' `iterat
     recs = []
     for a in range(n):
         memories[a].store(qs[a], revised[a], q_emb[a])
-        recs.append({'agent_id': a, 'label': labels[a], 'iteration': rnd, 'question': qs[a], 'draft_answer': drafts[a],
+        recs.append({'agent_id': a, 'label': labels[a], **({'model': agent_models[a]} if agent_models else {}),
+                     'iteration': rnd, 'question': qs[a], 'draft_answer': drafts[a],
                      'peer_ids': [p for p, _, _ in kept[a]], 'feedback': [s for _, _, s in kept[a]],
                      'ratings': [r for _, r, _ in kept[a]], 'revised_answer': revised[a],
                      'alignment_before': before[a]['alignment'], 'alignment_before_reason': before[a]['alignment_reason'],
@@ -391,6 +396,24 @@ def run_round(rnd:int,                       # round index (the records' `iterat
              'feedback_asked': len(pairs), 'feedback_dropped': sum(r is None for r in fb), 'feedback_regenerated': regen_f,
              'observer_dropped': drop_b + drop_a, 'observer_regenerated': regen_b + regen_a}
     return recs, stats
+
+# %% ../nbs/10_sandbox.ipynb #8840942a
+def generator_name(g:Generator)->str:
+    "A generator's model: the served model's name, the model's path or hub name, else the generator's class."
+    m = getattr(g, 'model', None)
+    if isinstance(m, str) and m: return m                       # OpenAIGenerator: the served model's name
+    name = getattr(m, 'name_or_path', None)                     # HFGenerator: the folder or hub name it was loaded from
+    if not name: name = getattr(getattr(getattr(getattr(g, 'llm', None), 'llm_engine', None), 'model_config', None), 'model', None)
+    return str(name) if name else type(g).__name__
+
+def agent_model_names(gens:Sequence[Generator])->list[str]:
+    "The name each agent's records give its model: `generator_name`, with `#2`, `#3`, ... for other generators of the same name."
+    names, seen = {}, {}
+    for g in gens:
+        if id(g) in names: continue
+        base = generator_name(g); seen[base] = seen.get(base, 0) + 1
+        names[id(g)] = base if seen[base] == 1 else f'{base}#{seen[base]}'
+    return [names[id(g)] for g in gens]
 
 # %% ../nbs/10_sandbox.ipynb #f7c6fcba
 def resolve_generators(generators:Generator|dict[int, Generator]|Sequence[Generator], n:int)->list[Generator]:
@@ -432,12 +455,15 @@ def run_sandbox(config:SandboxConfig,
                 embedder=None,                 # default: `social_align.models.Embedder()` (packaged MiniLM)
                 progress:bool=True,            # a tqdm bar per round
                 on_round_end:Callable|None=None, # called with (round, stats) after a round is saved
-                settings:dict|None=None        # what else identifies the run (model names, backend, ...), checked on resume too
+                settings:dict|None=None,       # what else identifies the run (model names, backend, ...), checked on resume too
+                agent_models:Sequence[str]|None=None # each agent's model name for its records (default: `agent_model_names`)
                )->Path:
     "Simulate (or resume) the society; returns the path of `interactions.jsonl`."
     cfg = config.check(); out = Path(cfg.output_dir); out.mkdir(parents=True, exist_ok=True)
     n = cfg.size**2
     gens = resolve_generators(generators, n)
+    names = list(agent_models) if agent_models is not None else agent_model_names(gens)
+    if len(names) != n: raise ValueError(f'{len(names)} agent_models for {n} agents')
     if isinstance(observer, Generator): observer = LMJudge(observer, cfg.retries, cfg.observer_temperature)
     if embedder is None:
         from social_align.models import Embedder
@@ -458,10 +484,227 @@ def run_sandbox(config:SandboxConfig,
     _truncate_from_round(rec_path, done, 'iteration'); _truncate_from_round(stats_path, done, 'round')
     for rnd in range(done, cfg.rounds):
         bar = tqdm(total=5, desc=f'round {rnd+1}/{cfg.rounds}', disable=not progress, leave=False)
-        recs, stats = run_round(rnd, cfg, gens, observer, embedder, labels, memories, questions, bar)
+        recs, stats = run_round(rnd, cfg, gens, observer, embedder, labels, memories, questions, bar, names)
         bar.close()
         with JsonlWriter(rec_path) as w: w.write_many(recs)
         with JsonlWriter(stats_path) as w: w.write(stats)
         save_state(state_dir, rnd + 1, labels, memories, {'config': cfg.to_dict()})
         if on_round_end: on_round_end(rnd, stats)
     return rec_path
+
+# %% ../nbs/10_sandbox.ipynb #f28a49aa
+SOCIETY_BACKENDS = ('hf', 'vllm', 'openai')
+# the keys a model entry may have, per backend, with the type each must be
+_STR, _BOOL, _POS_INT, _POS_NUM = 'a non-empty string', 'true or false', 'a positive integer', 'a positive number'
+SOCIETY_MODEL_KEYS = {
+    'hf': {'backend': _STR, 'model_name_or_path': _STR, 'dtype': _STR, 'batch_size': _POS_INT, 'as_chat': _BOOL},
+    'vllm': {'backend': _STR, 'model_name_or_path': _STR, 'dtype': _STR, 'max_model_len': _POS_INT, 'as_chat': _BOOL},
+    'openai': {'backend': _STR, 'base_url': _STR, 'model': _STR, 'api_key_env': _STR, 'max_concurrency': _POS_INT,
+               'timeout': _POS_NUM, 'tokenizer_name_or_path': _STR, 'as_chat': _BOOL}}
+SOCIETY_CONNECTION_KEYS = ('base_url', 'api_key_env', 'max_concurrency', 'timeout')   # where a model is served, not which
+SOCIETY_DEFAULTS = {'backend': 'hf', 'dtype': 'auto', 'batch_size': 64, 'as_chat': False, 'max_concurrency': 8, 'timeout': 120.0}
+
+def _fits(value, kind:str)->bool:
+    if kind == _STR: return isinstance(value, str) and bool(value.strip())
+    if kind == _BOOL: return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0: return False
+    return kind == _POS_NUM or isinstance(value, int)
+
+def _key_lines(text:str)->dict[tuple, int]:
+    "1-based line of every key path (`('agents', 0, 'share')`) of a YAML or JSON text; {} if it does not compose."
+    import yaml
+    out = {}
+    def walk(node, key):
+        out.setdefault(key, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value: out[key + (k.value,)] = k.start_mark.line + 1; walk(v, key + (k.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value): walk(v, key + (i,))
+    try: root = yaml.compose(text)
+    except yaml.YAMLError: return {}
+    if root is not None: walk(root, ())
+    return out
+
+class _Where:
+    "Errors about a society config that name its file, the line and the key."
+    def __init__(self, path=None, lines:dict|None=None): self.path, self.lines = path, lines or {}
+    def __call__(self, msg:str, *key)->DataError:
+        k = tuple(key)
+        while k and k not in self.lines: k = k[:-1]
+        field = ''.join(f'[{x}]' if isinstance(x, int) else f'.{x}' for x in key).lstrip('.') or None
+        return DataError(msg, self.path, self.lines.get(k) if key else None, field)
+
+def _read_society(path:Path)->tuple[object, dict]:
+    "The parsed contents of a .yaml/.yml/.json file and the line of each key (`yaml.safe_load`: no code is run)."
+    import yaml
+    path = input_file(path, 'society config')
+    if path.suffix not in ('.yaml', '.yml', '.json'): raise DataError('a society config is a .yaml, .yml or .json file', path)
+    try: text = path.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e: raise DataError(f'not UTF-8 text (byte {e.start})', path) from None
+    if path.suffix == '.json':
+        try: data = json.loads(text)
+        except json.JSONDecodeError as e: raise DataError(f'invalid JSON: {e.msg}', path, e.lineno) from None
+    else:
+        try: data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, 'problem_mark', None)
+            raise DataError(f'invalid YAML: {getattr(e, "problem", None) or e}', path, mark.line + 1 if mark else None) from None
+    return data, _key_lines(text)
+
+# %% ../nbs/10_sandbox.ipynb #90fe658c
+def _check_model(name, spec, defaults:dict, err)->dict:
+    "One `models` entry, checked and completed with `defaults`."
+    if not isinstance(spec, dict): raise err(f'expected a mapping of settings, got {type(spec).__name__}', 'models', name)
+    spec = dict(spec)
+    backend = spec.get('backend', defaults.get('backend', 'hf'))
+    if backend not in SOCIETY_BACKENDS: raise err(f'backend must be one of {SOCIETY_BACKENDS}, got {backend!r}', 'models', name, 'backend')
+    if backend == 'openai' and 'model_name_or_path' in spec:   # the command line's name for the served model
+        if 'model' in spec: raise err("give the served model's name as model or model_name_or_path, not both", 'models', name, 'model_name_or_path')
+        spec['model'] = spec.pop('model_name_or_path')
+    kinds = SOCIETY_MODEL_KEYS[backend]
+    for k, v in spec.items():
+        if k not in kinds: raise err(f'unknown setting for the {backend} backend (expected one of: {", ".join(kinds)})', 'models', name, k)
+        if not _fits(v, kinds[k]): raise err(f'expected {kinds[k]}, got {v!r}', 'models', name, k)
+    need = 'base_url' if backend == 'openai' else 'model_name_or_path'
+    if need not in spec: raise err(f'missing: the {backend} backend needs {need}', 'models', name)
+    return {'backend': backend, **{k: v for k, v in defaults.items() if k in kinds and k != 'backend'}, **spec}
+
+def _check_agent(i:int, entry, models:dict, err)->dict:
+    if not isinstance(entry, dict): raise err(f'expected a mapping like {{model: NAME, share: 0.5}}, got {entry!r}', 'agents', i)
+    for k in entry:
+        if k not in ('model', 'share', 'ids', 'label'): raise err('unknown key (expected model, and one of share, ids, label)', 'agents', i, k)
+    if entry.get('model') not in models: raise err(f'expected the name of one of the models ({", ".join(map(str, models))}), got {entry.get("model")!r}', 'agents', i, 'model')
+    how = [k for k in ('share', 'ids', 'label') if k in entry]
+    if len(how) != 1: raise err(f'give exactly one of share, ids, label (got {", ".join(how) or "none"})', 'agents', i)
+    v = entry[how[0]]
+    if how == ['share'] and not (_fits(v, _POS_NUM) and v <= 1): raise err(f'expected a number in (0, 1], got {v!r}', 'agents', i, 'share')
+    if how == ['ids'] and not (isinstance(v, list) and v and all(isinstance(a, int) and not isinstance(a, bool) for a in v)):
+        raise err(f'expected a non-empty list of agent ids, got {v!r}', 'agents', i, 'ids')
+    if how == ['label'] and v not in ('good', 'bad'): raise err(f"expected 'good' or 'bad', got {v!r}", 'agents', i, 'label')
+    return dict(entry)
+
+def _check_observer(obs, models:dict, err)->dict|None:
+    if obs is None: return None
+    if not isinstance(obs, dict): raise err(f'expected {{model: NAME}} or {{reward_model_name_or_path: PATH}}, got {obs!r}', 'observer')
+    allowed = ('model',) if 'model' in obs else ('reward_model_name_or_path', 'rm_low', 'rm_high')
+    for k in obs:
+        if k not in allowed: raise err(f'unknown key here (expected {" or ".join(allowed)}; model and reward_model_name_or_path exclude each other)', 'observer', k)
+    if 'model' in obs:
+        if obs['model'] not in models: raise err(f'expected the name of one of the models ({", ".join(map(str, models))}), got {obs["model"]!r}', 'observer', 'model')
+    elif not _fits(obs.get('reward_model_name_or_path'), _STR): raise err('expected model: NAME or reward_model_name_or_path: PATH', 'observer')
+    for k in ('rm_low', 'rm_high'):
+        if k in obs and (isinstance(obs[k], bool) or not isinstance(obs[k], (int, float))): raise err(f'expected a number, got {obs[k]!r}', 'observer', k)
+    return dict(obs)
+
+# %% ../nbs/10_sandbox.ipynb #b48727bb
+def assign_agents(agents:Sequence[dict],       # `{model, share|ids|label}` entries, in order
+                  n:int,                        # agents in the society
+                  labels:Sequence[str]|None=None, # each agent's initial label (needed by `label` entries)
+                  where=None                    # how errors name the file and line (internal)
+                 )->list[str]:
+    "The model name of each agent: `ids` and `label` entries claim their agents; `share` entries split the rest in id order."
+    err, out = where or _Where(), [None]*n
+    for i, e in enumerate(agents):
+        if 'ids' in e: claim, key = e['ids'], 'ids'
+        elif 'label' in e:
+            if labels is None: raise err('label entries need the agents\' labels', 'agents', i, 'label')
+            claim, key = [a for a in range(n) if labels[a] == e['label']], 'label'
+        else: continue
+        for a in claim:
+            if not 0 <= a < n: raise err(f'agent {a} is not in the society (ids 0..{n-1})', 'agents', i, key)
+            if out[a] is not None: raise err(f'agent {a} is already given to model {out[a]!r} by an earlier entry', 'agents', i, key)
+            out[a] = e['model']
+    rest, shares = [a for a in range(n) if out[a] is None], [(i, e) for i, e in enumerate(agents) if 'share' in e]
+    if shares:
+        total = sum(e['share'] for _, e in shares)
+        if abs(total - 1) > 1e-6: raise err(f'the shares add up to {total:g}; they must add up to 1 (they split the agents not named by ids or label)', 'agents')
+        exact = [e['share']*len(rest) for _, e in shares]
+        counts = [math.floor(x + 1e-9) for x in exact]
+        for j in sorted(range(len(shares)), key=lambda j: (-(exact[j] - counts[j]), j))[:len(rest) - sum(counts)]: counts[j] += 1
+        it = iter(rest)
+        for (_, e), c in zip(shares, counts):
+            for _ in range(c): out[next(it)] = e['model']
+    missing = [a for a in range(n) if out[a] is None]
+    if missing: raise err(f'agents {missing[:10]} have no model (add a share entry, or name them in ids)', 'agents')
+    return out
+
+# %% ../nbs/10_sandbox.ipynb #d2bcc874
+def load_society_config(path:str|Path,                    # a .yaml/.yml or .json file
+                        config:SandboxConfig|None=None,   # the world: with it, each agent's model is resolved (`assignment`)
+                        defaults:dict|None=None           # settings a model entry leaves out (default `SOCIETY_DEFAULTS`; the CLI passes its flags)
+                       )->dict:
+    "`{'models', 'agents', 'observer', 'assignment'}` of a society config file, checked; errors name the file, line and key."
+    data, lines = _read_society(Path(path))
+    err, defaults = _Where(path, lines), {**SOCIETY_DEFAULTS, **(defaults or {})}
+    if not isinstance(data, dict): raise err(f'expected a mapping with models, agents and observer, got {type(data).__name__}')
+    for k in data:
+        if k not in ('models', 'agents', 'observer'): raise err('unknown key (expected models, agents, observer)', k)
+    if not isinstance(data.get('models'), dict) or not data['models']: raise err('expected a non-empty mapping of model names to their settings', 'models')
+    for name in data['models']:
+        if not _fits(name, _STR): raise err(f'a model name must be a non-empty string, got {name!r}', 'models')
+    models = {name: _check_model(name, spec, defaults, err) for name, spec in data['models'].items()}
+    if not isinstance(data.get('agents'), list) or not data['agents']: raise err('expected a non-empty list of {model, share|ids|label} entries', 'agents')
+    labels = initial_labels(config.size, config.init_setting, config.seed) if config is not None else None
+    agents = [_check_agent(i, e, models, err) for i, e in enumerate(data['agents'])]
+    society = {'models': models, 'agents': agents, 'observer': _check_observer(data.get('observer'), models, err)}
+    if config is not None: society['assignment'] = assign_agents(agents, config.size**2, labels, err)
+    return society
+
+def society_settings(society:dict)->dict:
+    "What of a society identifies the world it makes (for `resume_settings.json`): all but where and how fast each model is served."
+    return {**society, 'models': {k: {x: v for x, v in m.items() if x not in SOCIETY_CONNECTION_KEYS} for k, m in society['models'].items()}}
+
+# %% ../nbs/10_sandbox.ipynb #e31006cb
+def openai_generator(base_url:str,                        # the server, e.g. http://127.0.0.1:8000/v1
+                     model:str|None=None,                  # the served model's name (None: the first the server lists)
+                     api_key_env:str|None=None,            # environment variable holding the API key (None: $OPENAI_API_KEY if set)
+                     max_concurrency:int=8,                # requests in flight at once
+                     timeout:float=120.0,                  # seconds per request
+                     tokenizer_name_or_path:str|None=None, # with `as_chat`: format the chat locally (default: `model` if it is a local folder)
+                     as_chat:bool=False                    # wrap prompts as one user turn of a chat template
+                    )->Generator:
+    "An `OpenAIGenerator` checked to reach its server and to find `model` there; errors name the URL or the variable."
+    from social_align.generation import OpenAIGenerator, GenerationError
+    from social_align.models import load_tokenizer
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key: raise ValueError(f'api_key_env: the environment variable {api_key_env} is not set (it should hold the API key for {base_url})')
+    tok_src = tokenizer_name_or_path or (model if as_chat and model and Path(model).is_dir() else None)
+    tok = load_tokenizer(tok_src) if as_chat and tok_src else None
+    g = OpenAIGenerator(base_url, None, api_key=key, endpoint='completions' if tok is not None or not as_chat else 'chat',
+                        tokenizer=tok, max_concurrency=max_concurrency, timeout=timeout)   # model=None lists the models: reaches the server now
+    if model is not None:
+        served = [m.id for m in g.client.models.list().data]
+        if model not in served:
+            g.close(); raise GenerationError(f'{g.base_url} does not serve a model named {model!r} (it serves: {", ".join(served)})')
+        g.model = model
+    g.as_chat = as_chat
+    return g
+
+def make_generator(spec:dict,                 # a checked `models` entry of a society config (see `load_society_config`)
+                   device:str|None=None       # hf backend: cpu, cuda, ... (default: the best available)
+                  )->Generator:
+    "The `Generator` of one model entry: hf, vllm, or an OpenAI-compatible server."
+    from social_align.generation import HFGenerator, VLLMGenerator
+    s = {**SOCIETY_DEFAULTS, **spec}
+    if s['backend'] == 'hf': return HFGenerator(s['model_name_or_path'], batch_size=s['batch_size'], device=device, dtype=s['dtype'], as_chat=s['as_chat'])
+    if s['backend'] == 'vllm': return VLLMGenerator(s['model_name_or_path'], dtype=s['dtype'], max_model_len=s.get('max_model_len'), as_chat=s['as_chat'])
+    if s['backend'] == 'openai':
+        return openai_generator(s['base_url'], s.get('model'), s.get('api_key_env'), s['max_concurrency'], s['timeout'],
+                                s.get('tokenizer_name_or_path'), s['as_chat'])
+    raise ValueError(f'backend must be one of {SOCIETY_BACKENDS}, got {s["backend"]!r}')
+
+def society_generators(society:dict,          # from `load_society_config` with a `config` (it has `assignment`)
+                       device:str|None=None
+                      )->tuple[list[Generator], Generator|None]:
+    "`(each agent's generator, the observer's generator or None)`: one generator per model used, shared by its agents."
+    from social_align.generation import GenerationError
+    obs = (society.get('observer') or {}).get('model')
+    gens = {}
+    for name in dict.fromkeys(society['assignment'] + ([obs] if obs else [])):
+        try: gens[name] = make_generator(society['models'][name], device)
+        except (GenerationError, ValueError, OSError, ImportError) as e:
+            for g in gens.values(): g.close()
+            raise GenerationError(f'models.{name}: {e}') from None
+    return [gens[m] for m in society['assignment']], gens.get(obs)
