@@ -4,8 +4,10 @@ Tasks (--task) and what they read:
   rm_accuracy      --model_name_or_path RM --data_path prefs.jsonl   accuracy (r_chosen > r_rejected, ties wrong), loss, margin
   implicit_reward  --model_name_or_path POLICY --ref_model_name_or_path REF --data_path prefs.jsonl [--beta 0.1 --average False]
                    (--average True for IPO/SSO per-token-averaged log-probs)
-  ab               --model_name_or_path LM [--data_path ab.jsonl]    A/B choice in both orders (default: packaged toy-world items)
-  mc1              --model_name_or_path LM [--data_path mc1.jsonl]   MC1 (default: packaged toy-world items)
+                   (prefs.jsonl: preference records, or HH-RLHF's {chosen, rejected} dialogues and UltraFeedback's records as published)
+  ab               --model_name_or_path LM [--data_path ab.jsonl]    A/B choice in both orders (default: packaged toy-world items);
+                   or --data_path hhh_alignment/ (BIG-bench's HHH task folder, or one task.json): accuracy per category
+  mc1              --model_name_or_path LM [--data_path mc1.jsonl]   MC1 (default: packaged toy-world items); or TruthfulQA's mc_task.json
   win_rate         --data_path pairs.jsonl with {prompt, response_a, response_b}, or {prompt} plus --model_name_or_path (A)
                    and --model_b_name_or_path (B) to generate greedily; judged by --reward_model_name_or_path, or by
                    --judge_model_name_or_path (an LM asked in both orders); ties count half
@@ -59,9 +61,14 @@ def need(args, *names):
     if miss: sys.exit(f'evaluate.py: error: --task {args.task} needs ' + ', '.join('--' + m for m in miss))
 
 
-def records(args):
-    from social_align.core import read_jsonl
-    recs = read_jsonl(args.data_path)
+def records(args, schema=None):
+    "The --data_path records (with `schema`: validated by `load_records`, HH-RLHF's implicit prompt split); the first --max_examples."
+    if schema is not None:
+        from social_align.data import load_records
+        recs = load_records(args.data_path, schema)
+    else:
+        from social_align.core import read_jsonl
+        recs = read_jsonl(args.data_path)
     return recs[:args.max_examples] if args.max_examples else recs
 
 
@@ -91,12 +98,12 @@ def run_task(args)->dict:
         need(args, 'model_name_or_path', 'data_path')
         tok = load_tokenizer(args.model_name_or_path)
         rm = load_reward_model(args.model_name_or_path, device=args.device, tokenizer=tok)
-        return E.rm_accuracy(rm, tok, records(args), batch_size=args.batch_size)
+        return E.rm_accuracy(rm, tok, records(args, 'preference'), batch_size=args.batch_size)
     if t == 'implicit_reward':
         need(args, 'model_name_or_path', 'ref_model_name_or_path', 'data_path')
         pol, tok = lm(args.model_name_or_path, args)
         ref, _ = lm(args.ref_model_name_or_path, args)
-        return E.implicit_reward_accuracy(pol, ref, tok, records(args), beta=args.beta, average=args.average, batch_size=args.batch_size)
+        return E.implicit_reward_accuracy(pol, ref, tok, records(args, 'preference'), beta=args.beta, average=args.average, batch_size=args.batch_size)
     if t in ('ab', 'mc1'):
         need(args, 'model_name_or_path')
         model, tok = lm(args.model_name_or_path, args)
