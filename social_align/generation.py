@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from .core import Config, get_device
 from .models import (eval_mode, format_prompt, check_messages, ensure_pad_token, load_tokenizer, load_causal_lm,
-                                 resolve_model_source, resolve_dtype)
+                                 resolve_model_source, resolve_dtype, end_of_turn_tokens)
 
 # %% auto #0
 __all__ = ['VLLM_INSTALL_HINT', 'SamplingConfig', 'Completion', 'GenerationError', 'PartialGenerationError', 'cut_at_stop',
-           'check_prompts', 'Generator', 'StopOnStrings', 'HFGenerator', 'vllm_available', 'VLLMGenerator',
-           'OpenAIGenerator', 'vllm_server']
+           'check_prompts', 'Generator', 'stop_token_ids', 'StopOnStrings', 'HFGenerator', 'vllm_available',
+           'VLLMGenerator', 'OpenAIGenerator', 'vllm_server']
 
 # %% ../nbs/02_generation.ipynb #a1a9ebe0
 @dataclass
@@ -145,6 +145,18 @@ class Generator:
     def __enter__(self): return self
     def __exit__(self, *args): self.close()
 
+# %% ../nbs/02_generation.ipynb #09680ff4
+def stop_token_ids(tokenizer,            # the model's tokenizer
+                   model:nn.Module|None=None # its `generation_config.eos_token_id` (an id or a list) is added
+                  )->list[int]:
+    "The token ids generation stops at: EOS, the chat template's end-of-turn token(s), and the model's generation-config EOS ids."
+    ids = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in end_of_turn_tokens(tokenizer)]
+    for cfg in (getattr(model, 'generation_config', None), getattr(model, 'config', None)):
+        g = getattr(cfg, 'eos_token_id', None)
+        ids += list(g) if isinstance(g, (list, tuple)) else [g]
+        if g is not None: break   # the generation config, where it has one, is the model's word
+    return list(dict.fromkeys(i for i in ids if isinstance(i, int) and i >= 0))
+
 # %% ../nbs/02_generation.ipynb #e4e488ff
 from transformers import StoppingCriteria
 
@@ -181,6 +193,7 @@ class HFGenerator(Generator):
         self.model, self.tokenizer, self.batch_size, self.as_chat = model.eval(), tokenizer, batch_size, as_chat
         ensure_pad_token(tokenizer, model)
         self.context_length = getattr(model.config, 'max_position_embeddings', None)
+        self.stop_ids = stop_token_ids(tokenizer, model)   # EOS, the template's end-of-turn, the generation config's
 
     def _batch(self, seqs:list[list[int]]):
         "Left-pad a batch of token-id lists."
@@ -192,18 +205,18 @@ class HFGenerator(Generator):
 
     def _gen_config(self, cfg:SamplingConfig):
         from transformers import GenerationConfig
-        eos = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.model.config.eos_token_id
-        kw = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
+        kw = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_ids,
                   return_dict_in_generate=True, output_logits=cfg.logprobs, num_beams=1)
         if cfg.temperature > 0: kw.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
         else: kw.update(do_sample=False)
         return GenerationConfig(**kw)
 
     def _finish(self, row:torch.Tensor, lps:torch.Tensor|None, stopped:int|None, cfg, p, s)->Completion:
-        "Turn one generated row into a `Completion` (cut at EOS / stop string)."
-        toks, eos = row.tolist(), self.tokenizer.eos_token_id
+        "Turn one generated row into a `Completion` (cut after the first stop token / before a stop string)."
+        toks, stops = row.tolist(), set(self.stop_ids)
         end, reason = len(toks), 'length'
-        if eos in toks: end, reason = toks.index(eos) + 1, 'stop'
+        hit = next((i for i, t in enumerate(toks) if t in stops), None)
+        if hit is not None: end, reason = hit + 1, 'stop'
         if stopped is not None and stopped < end: end, reason = stopped, 'stop'
         toks = toks[:end]
         text = self.tokenizer.decode(toks, skip_special_tokens=True)
@@ -279,7 +292,8 @@ class VLLMGenerator(Generator):
         ids = [self.encode(self.format(p)) for p in prompts]
         for i, x in enumerate(ids): self.check_length(i, len(x), cfg.max_new_tokens)
         params = [SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
-                                 stop=cfg.stop or None, seed=cfg.seed + i, logprobs=0 if cfg.logprobs else None)
+                                 stop=cfg.stop or None, stop_token_ids=stop_token_ids(self.tokenizer), seed=cfg.seed + i,
+                                 logprobs=0 if cfg.logprobs else None)
                   for i in range(len(prompts))]
         show = progress if progress is not None else len(prompts)*cfg.n > 256
         outs = self.llm.generate([{'prompt_token_ids': x} for x in ids], params, use_tqdm=show)
@@ -354,6 +368,8 @@ class _DeadlineTransport(httpx.HTTPTransport):
                               extensions=resp.extensions, request=request)
 
 # %% ../nbs/02_generation.ipynb #45f4892f
+_stop_token_ids = stop_token_ids   # the module function, under a name the constructor's argument does not hide
+
 class OpenAIGenerator(Generator):
     "Generation through an OpenAI-compatible HTTP API (completions and chat/completions), on the official `openai` client."
     def __init__(self,
@@ -367,7 +383,8 @@ class OpenAIGenerator(Generator):
                  connect_timeout:float=5.0,      # seconds to connect
                  max_retries:int=3,              # retries of a request (connection errors, 408/409/429/5xx, malformed bodies)
                  backoff:float=0.5,              # first wait before retrying a malformed body; doubles, with jitter
-                 extra_body:dict|None=None):     # more fields for every request (e.g. vLLM's `top_k`)
+                 extra_body:dict|None=None,      # more fields for every request (e.g. vLLM's `top_k`)
+                 stop_token_ids:Sequence[int]|str|None='auto'): # vLLM's `stop_token_ids` field; 'auto': `stop_token_ids(tokenizer)` when a tokenizer is given; None: not sent
         import openai
         if endpoint not in ('auto', 'completions', 'chat'): raise ValueError(f"endpoint must be 'auto', 'completions' or 'chat', not {endpoint!r}")
         url = httpx.URL(base_url)
@@ -375,6 +392,8 @@ class OpenAIGenerator(Generator):
         self.base_url = str(url).rstrip('/')
         self.endpoint, self.tokenizer, self.max_concurrency = endpoint, tokenizer, max_concurrency
         self.max_retries, self.backoff, self.extra_body, self.timeout = max_retries, backoff, dict(extra_body or {}), timeout
+        if stop_token_ids == 'auto': stop_token_ids = _stop_token_ids(tokenizer) if tokenizer is not None else None
+        if stop_token_ids: self.extra_body.setdefault('stop_token_ids', list(stop_token_ids))   # the model's end-of-turn, for vLLM
         key = api_key or os.environ.get('OPENAI_API_KEY')
         self._secrets = [key] if key else []
         tmo = httpx.Timeout(timeout, connect=connect_timeout)
