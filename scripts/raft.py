@@ -2,22 +2,30 @@
 model, finetune on them, repeat. A rerun with the same --output_dir resumes after the last completed iteration; it
 must use the settings the run was made with (only --iterations and a few output flags may change), or it stops.
 
+The finetuning step takes every transformers TrainingArguments flag (--report_to tensorboard, --max_grad_norm,
+--optim, --lr_scheduler_type, --warmup_ratio, --bf16, ...) except those RAFT decides itself (checkpoints, evaluation,
+the hub, multi-process training). --data_path is also --prompts_path, --reward_model_name_or_path also
+--reward_model_path (TRL's name), --k also --num_samples (train_rl.py's name).
+
     python scripts/raft.py --model_name_or_path runs/sft --reward_model_name_or_path runs/rm \\
-        --prompts_path prompts.jsonl --output_dir runs/raft --iterations 20 --prompts_per_iteration 1024 --k 8
+        --data_path prompts.jsonl --output_dir runs/raft --iterations 20 --prompts_per_iteration 1024 --k 8 \\
+        --learning_rate 2e-5 --warmup_ratio 0.1 --lr_scheduler_type cosine --report_to tensorboard
 """
 import sys
 from dataclasses import dataclass, field
 
-from social_align.trainers.base import parse_cli
-from social_align.trainers.raft import RAFTConfig
+from social_align.trainers.command_line import parse_cli
+from social_align.trainers.raft import RAFTConfig, finetune_arguments
 
 
 @dataclass
 class RAFTScriptArguments:
     "What the RAFT script needs besides `RAFTConfig`."
     model_name_or_path: str = field(metadata={'help': 'the policy to align: a local folder (safetensors) or a hub name'})
-    reward_model_name_or_path: str = field(metadata={'help': 'the reward model (1-output sequence classifier): a folder or hub name'})
-    prompts_path: str = field(metadata={'help': 'prompts: .jsonl of {"prompt": ...} records, a .json list, or text with one prompt per line'})
+    reward_model_name_or_path: str = field(metadata={'help': 'the reward model (1-output sequence classifier): a folder or hub name',
+                                                     'aliases': ['--reward_model_path']})
+    data_path: str = field(metadata={'help': 'prompts: .jsonl of {"prompt": ...} records, a .json list, or text with one prompt per line',
+                                     'aliases': ['--prompts_path']})
     prompt_field: str = field(default='prompt', metadata={'help': 'the record field holding the prompt (.jsonl / .json)'})
     tokenizer_name_or_path: str | None = field(default=None, metadata={'help': "the policy's tokenizer (default: the policy's folder)"})
     reward_tokenizer_name_or_path: str | None = field(default=None, metadata={'help': "the reward model's tokenizer (default: its folder)"})
@@ -29,24 +37,27 @@ class RAFTScriptArguments:
 
 # flags that do not change what the run writes (the prompts are checked by their contents, not by their path);
 # every other flag and setting must stay the same on a resume
-RUN_ONLY = ('device', 'plot', 'prompts_path')
+RUN_ONLY = ('device', 'plot', 'data_path')
 
 
 def parse_args(argv=None):
-    "(RAFTScriptArguments, RAFTConfig) from the command line, or from a single .json/.yaml file."
-    return parse_cli((RAFTScriptArguments, RAFTConfig), argv, description=__doc__.split('\n\n')[0])
+    "(RAFTScriptArguments, RAFTConfig, finetuning TrainingArguments) from the command line, or from a single .json/.yaml file."
+    return parse_cli((RAFTScriptArguments, RAFTConfig, finetune_arguments()), argv, description=__doc__.split('\n\n')[0])
 
 
 def main(argv=None):
-    args, config = parse_args(argv)
+    args, config, ft_args = parse_args(argv)
     from pathlib import Path
     from social_align.models import load_causal_lm, load_reward_model, load_tokenizer
     from social_align.models import RewardHeadMissingError
     from social_align.core import DataError, ResumeSettingsError
-    from social_align.trainers.raft import raft, plot_raft
+    from social_align.trainers.raft import raft, plot_raft, changed_finetune_args, finetune_config
     from social_align.data import load_prompts
+    finetune_args = changed_finetune_args(ft_args)
+    try: finetune_config(config, 1, finetune_args)
+    except ValueError as e: sys.exit(f'raft.py: error: {e}')
     try:
-        prompts = load_prompts(args.prompts_path, field=args.prompt_field)
+        prompts = load_prompts(args.data_path, field=args.prompt_field)
         tok = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path)
         policy = load_causal_lm(args.model_name_or_path, dtype=args.dtype, device=args.device)
         rtok = load_tokenizer(args.reward_tokenizer_name_or_path or args.reward_model_name_or_path)
@@ -54,7 +65,7 @@ def main(argv=None):
     except (DataError, FileNotFoundError, RewardHeadMissingError) as e: sys.exit(f'raft.py: error: {e}')
     if args.as_chat: prompts = [[{'role': 'user', 'content': p}] if isinstance(p, str) else p for p in prompts]
     settings = {k: v for k, v in vars(args).items() if k not in RUN_ONLY}
-    try: results = raft(policy, tok, rm, rtok, prompts, config, settings=settings)
+    try: results = raft(policy, tok, rm, rtok, prompts, config, settings=settings, finetune_args=finetune_args)
     except ResumeSettingsError as e: sys.exit(f'raft.py: error: {e}')
     if args.plot and results: plot_raft(results, Path(config.output_dir)/'raft.png')
     print(f'{len(results)} iterations in {config.output_dir}/iterations.jsonl; final policy in {config.output_dir}')

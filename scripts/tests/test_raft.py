@@ -29,7 +29,7 @@ def models(tmp_path_factory):
 
 def command(models, out, *extra):
     return [sys.executable, str(SCRIPT), '--model_name_or_path', str(models/'policy'),
-           '--reward_model_name_or_path', str(models/'rm'), '--prompts_path', str(models/'prompts.jsonl'),
+           '--reward_model_name_or_path', str(models/'rm'), '--data_path', str(models/'prompts.jsonl'),
            '--output_dir', str(out), '--iterations', '2', '--prompts_per_iteration', '3', '--k', '4',
            '--max_new_tokens', '12', '--learning_rate', '1e-3', '--per_device_train_batch_size', '2',
            '--max_length', '64', '--min_chars', '1', '--save_samples', 'False', '--device', 'cpu', *extra]
@@ -107,6 +107,27 @@ def test_resume_with_other_settings_is_refused(models, tmp_path):
     run(models, out)   # two iterations: allowed
     assert [o['iteration'] for o in records(out)] == [1, 2]
     assert json.loads((out/'resume_settings.json').read_text())['history'] == {'iterations': [1, 2]}
+
+
+def test_training_arguments_flags_and_aliases(models, tmp_path):
+    "raft.py takes TrainingArguments flags for its finetuning step (--report_to used to be refused) and the other scripts' names."
+    out = tmp_path/'raft'
+    cmd = [a for a in command(models, out, '--iterations', '1') if a not in ('--data_path', '--reward_model_name_or_path', '--k')]
+    cmd = [sys.executable, str(SCRIPT), '--prompts_path', str(models/'prompts.jsonl'), '--reward_model_path', str(models/'rm'),
+           '--num_samples', '2', *[a for a in cmd[2:] if a not in (str(models/'prompts.jsonl'), str(models/'rm'), '4')],
+           '--report_to', 'tensorboard', '--warmup_ratio', '0.5', '--lr_scheduler_type', 'cosine', '--max_grad_norm', '0.5']
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert records(out)[0]['n_samples'] == 6                          # 3 prompts x --num_samples 2
+    cfg = json.loads((out/'raft_config.json').read_text())
+    assert (cfg['k'], cfg['warmup_ratio'], cfg['lr_scheduler_type']) == (2, 0.5, 'cosine')
+    assert list((out/'sft').rglob('events.out.tfevents.*'))          # the finetuning step logged to TensorBoard
+    rec = json.loads((out/'resume_settings.json').read_text())['settings']
+    assert rec['finetune_args'] == {'max_grad_norm': 0.5}             # report_to only changes what is logged: not a setting
+    r = subprocess.run([*cmd, '--max_grad_norm', '0.25', '--iterations', '2'], capture_output=True, text=True, timeout=600, env=ENV)
+    assert r.returncode != 0 and "finetune_args was {'max_grad_norm': 0.5}, now {'max_grad_norm': 0.25}" in r.stderr, r.stderr[-3000:]
+    r = subprocess.run([*cmd, '--save_steps', '5'], capture_output=True, text=True, timeout=60, env=ENV)
+    assert r.returncode == 2 and 'unrecognized arguments: --save_steps' in r.stderr   # RAFT saves its own checkpoints
 
 
 TIMINGS = ('sample_seconds', 'seconds')

@@ -4,8 +4,8 @@
 
 # %% ../../nbs/36_trainer_raft.ipynb #d9181f86
 from __future__ import annotations
-import gc, hashlib, json, math, os, random, shutil, time, warnings
-from dataclasses import dataclass, field, fields
+import enum, functools, gc, hashlib, json, math, os, random, shutil, time, typing, warnings
+from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,8 +19,9 @@ from ..tokenization import distinct_n, pair_text   # distinct_n: importable from
 from ..data import load_prompts      # the prompt reader of every stage; importable from here too
 
 # %% auto #0
-__all__ = ['CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'degenerate_reason', 'mask_degenerate', 'select_local', 'select_global',
-           'prompt_order', 'iteration_prompts', 'reward_text', 'ScoredBatch', 'sample_and_score', 'batch_stats',
+__all__ = ['RAFT_OWNS', 'FINETUNE_FREE', 'CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'degenerate_reason', 'mask_degenerate',
+           'select_local', 'select_global', 'prompt_order', 'iteration_prompts', 'reward_text', 'ScoredBatch',
+           'sample_and_score', 'batch_stats', 'finetune_arguments', 'changed_finetune_args', 'finetune_config',
            'finetune_on', 'checkpoints', 'save_checkpoint', 'load_weights_into', 'raft_settings', 'raft', 'plot_raft']
 
 # %% ../../nbs/36_trainer_raft.ipynb #ef05730d
@@ -30,7 +31,7 @@ class RAFTConfig(Config):
     output_dir: str = help_field('runs/raft', 'where iterations.jsonl, the per-iteration policies, samples and the final policy go')
     iterations: int = help_field(20, 'RAFT iterations (sample -> score -> select -> finetune)')
     prompts_per_iteration: int = help_field(1024, 'prompts sampled per iteration, taken in turn from the (shuffled) prompt pool')
-    k: int = help_field(8, 'responses sampled per prompt')
+    k: int = help_field(8, 'responses sampled per prompt (K; --num_samples, the name train_rl.py uses, is the same flag)', aliases=['--num_samples'])
     temperature: float = help_field(0.85, 'sampling temperature')
     top_p: float = help_field(1.0, 'nucleus sampling mass (1 = off)')
     max_new_tokens: int = help_field(128, 'longest response, in tokens')
@@ -53,6 +54,7 @@ class RAFTConfig(Config):
     max_length: int|None = help_field(512, 'longest prompt + response in finetuning, in tokens')
     lr_scheduler_type: str = help_field('constant', 'finetuning learning-rate schedule (a transformers scheduler name)')
     warmup_steps: float = help_field(0.0, 'finetuning warm-up: a number of steps, or a share of the steps if below 1')
+    warmup_ratio: float = help_field(0.0, "finetuning warm-up as a share of each iteration's finetuning steps, in [0, 1) (give it or warmup_steps)")
     weight_decay: float = help_field(0.0, 'finetuning weight decay')
     bf16: bool = help_field(False, 'finetune in bf16 mixed precision')
     gradient_checkpointing: bool = help_field(False, 'finetune with gradient checkpointing (less memory, more compute)')
@@ -77,6 +79,8 @@ class RAFTConfig(Config):
         if self.min_chars < 0: raise ValueError(f'min_chars must be >= 0, got {self.min_chars}')
         if self.learning_rate < 0: raise ValueError(f'learning_rate must be >= 0, got {self.learning_rate}')
         if self.num_train_epochs <= 0: raise ValueError(f'num_train_epochs must be > 0, got {self.num_train_epochs}')
+        if not 0 <= self.warmup_ratio < 1: raise ValueError(f'warmup_ratio must be in [0, 1), got {self.warmup_ratio}')
+        if self.warmup_ratio and self.warmup_steps: raise ValueError(f'give warmup_ratio ({self.warmup_ratio}) or warmup_steps ({self.warmup_steps}), not both')
         for name in ('stop', 'bad_markers'):
             v = getattr(self, name)
             if isinstance(v, str): v = [v]
@@ -214,26 +218,91 @@ def batch_stats(b:ScoredBatch)->dict:
             'mean_words': mean_or_none(len(t.split()) for t in texts)}
 
 # %% ../../nbs/36_trainer_raft.ipynb #39beabe7
+RAFT_OWNS = ('output_dir', 'save_', 'eval_', 'do_', 'per_device_eval_batch_size', 'prediction_loss_only', 'include_for_metrics',
+             'batch_eval_metrics', 'load_best_model_at_end', 'metric_for_best_model', 'greater_is_better', 'resume_from_checkpoint',
+             'ignore_data_skip', 'restore_callback_states_from_checkpoint', 'enable_jit_checkpoint', 'push_to_hub', 'hub_',
+             'local_rank', 'ddp_', 'fsdp', 'deepspeed', 'parallelism_config', 'remove_unused_columns', 'use_peft', 'lora_', 'peft_')
+FINETUNE_FREE = ('report_to', 'run_name', 'project', 'trackio_', 'logging_', 'log_level', 'log_on_each_node', 'disable_tqdm',
+                 'include_num_input_tokens_seen', 'skip_memory_metrics', 'dataloader_num_workers', 'dataloader_pin_memory',
+                 'dataloader_persistent_workers', 'dataloader_prefetch_factor')
+
+def _named(name:str, names:Sequence[str])->bool:
+    "Is `name` one of `names` (an entry ending in '_' is a prefix)?"
+    return any(name == n or (n.endswith('_') and name.startswith(n)) for n in names)
+
+def _plain(v):
+    "A JSON-ready value: enums by their value, tuples as lists."
+    if isinstance(v, enum.Enum): return v.value
+    if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
+    return v
+
+def _finetune_fields()->list:
+    from social_align.trainers.sft import SFTConfig
+    own = {f.name for f in fields(RAFTConfig)}
+    return [f for f in fields(SFTConfig) if f.init and f.name not in own and not _named(f.name, RAFT_OWNS)]
+
+@functools.cache
+def finetune_arguments()->type:
+    "A dataclass of the `TrainingArguments` / `SFTConfig` settings `finetune_args` may hold (for `HfArgumentParser`)."
+    from social_align.trainers.sft import SFTConfig
+    hints = typing.get_type_hints(SFTConfig)
+    def copy_field(f):
+        kw = {'default': f.default} if f.default is not MISSING else {'default_factory': f.default_factory}
+        return (f.name, hints[f.name], field(metadata=f.metadata, **kw))
+    return make_dataclass('RAFTFinetuneArguments', [copy_field(f) for f in _finetune_fields()])
+
+def changed_finetune_args(args)->dict:
+    "The settings of a `finetune_arguments()` instance (built or parsed) that differ from their defaults, JSON-ready: the `finetune_args` to pass."
+    from transformers import HfArgumentParser
+    parsed, = HfArgumentParser(type(args)).parse_args_into_dataclasses(args=[])   # the parser reads some defaults its own way ('' -> None)
+    out = {}
+    for f in fields(args):
+        v = _plain(getattr(args, f.name))
+        if v not in (_plain(f.default if f.default is not MISSING else f.default_factory()), _plain(getattr(parsed, f.name))): out[f.name] = v
+    return out
+
+
+# %% ../../nbs/36_trainer_raft.ipynb #ad0f2411
+def finetune_config(config:RAFTConfig,
+                    iteration:int,                 # the finetuning seed is config.seed + iteration
+                    finetune_args:dict|None=None   # further `TrainingArguments` settings (see `finetune_arguments`)
+                   ):
+    "The `SFTConfig` of one iteration's finetuning: RAFT's settings, then `finetune_args`; RAFT's own settings are refused there."
+    from social_align.trainers.sft import SFTConfig
+    ft = dict(finetune_args or {})
+    own = {f.name for f in fields(RAFTConfig)}
+    if bad := [k for k in ft if k in own]:
+        raise ValueError(f'finetune_args {bad}: these are RAFTConfig settings (one name each), set them there')
+    if bad := [k for k in ft if _named(k, RAFT_OWNS)]:
+        raise ValueError(f'finetune_args {bad}: RAFT decides these itself (its own per-iteration checkpoints, no eval set, one process)')
+    known = {f.name for f in _finetune_fields()}
+    if bad := [k for k in ft if k not in known]: raise ValueError(f'finetune_args {bad}: not TrainingArguments/SFTConfig settings')
+    kw = dict(output_dir=str(Path(config.output_dir)/'sft'), learning_rate=config.learning_rate,
+              num_train_epochs=config.num_train_epochs, per_device_train_batch_size=config.per_device_train_batch_size,
+              gradient_accumulation_steps=config.gradient_accumulation_steps, max_length=config.max_length,
+              lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_ratio or config.warmup_steps,
+              weight_decay=config.weight_decay, bf16=config.bf16, gradient_checkpointing=config.gradient_checkpointing,
+              seed=config.seed + iteration, data_seed=config.seed + iteration, save_strategy='no', report_to=[], logging_steps=1,
+              disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available(), run_name=f'iteration-{iteration}')
+    return SFTConfig(**{**kw, **ft})
+
+
+# %% ../../nbs/36_trainer_raft.ipynb #9a76ff7b
 def finetune_on(policy:nn.Module, tokenizer,
                 records:list[dict],   # `{prompt, completion}` records (the kept samples)
                 config:RAFTConfig,
-                iteration:int)->float:
+                iteration:int,
+                finetune_args:dict|None=None)->float: # further `TrainingArguments` settings (see `finetune_config`)
     "Train `policy` in place on `records` with `SFTTrainer`; returns the mean training loss."
-    from social_align.trainers.sft import SFTTrainer, SFTConfig
+    from social_align.trainers.sft import SFTTrainer
     from transformers.trainer_callback import PrinterCallback
-    args = SFTConfig(output_dir=str(Path(config.output_dir)/'sft'), learning_rate=config.learning_rate,
-                     num_train_epochs=config.num_train_epochs, per_device_train_batch_size=config.per_device_train_batch_size,
-                     gradient_accumulation_steps=config.gradient_accumulation_steps, max_length=config.max_length,
-                     lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
-                     bf16=config.bf16, gradient_checkpointing=config.gradient_checkpointing, seed=config.seed + iteration,
-                     data_seed=config.seed + iteration, save_strategy='no', report_to=[], logging_steps=1, disable_tqdm=True,
-                     dataloader_pin_memory=torch.cuda.is_available())
-    trainer = SFTTrainer(policy, args=args, train_dataset=records, processing_class=tokenizer)
+    trainer = SFTTrainer(policy, args=finetune_config(config, iteration, finetune_args), train_dataset=records, processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)   # RAFT prints its own line per iteration
     loss = trainer.train().training_loss
     del trainer; gc.collect()
     policy.eval()
     return float(loss)
+
 
 # %% ../../nbs/36_trainer_raft.ipynb #bf5dba56
 CKPT_STATE = 'raft_state.json'
@@ -272,10 +341,12 @@ def raft_settings(config:RAFTConfig, prompts:list, extra:dict|None=None)->dict:
     digest = hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()[:16]
     return {**config.to_dict(), 'prompts': digest, **(extra or {})}
 
-def _check_resume_config(out:Path, config:RAFTConfig, prompts:list, extra:dict|None):
-    "Refuse a rerun whose settings differ from the recorded ones (`core.check_resume_settings`), except `RAFT_FREE`."
+def _check_resume_config(out:Path, config:RAFTConfig, prompts:list, extra:dict|None, finetune_args:dict|None=None):
+    "Refuse a rerun whose settings differ from the recorded ones (`core.check_resume_settings`), except `RAFT_FREE` (and `FINETUNE_FREE`)."
     legacy = read_json(out/'raft_config.json') if (out/'raft_config.json').exists() else None   # a run from before the rule
-    check_resume_settings(out/RESUME_SETTINGS, raft_settings(config, prompts, extra), RAFT_FREE, 'RAFT run', recorded=legacy)
+    ft = {k: _plain(v) for k, v in sorted((finetune_args or {}).items()) if not _named(k, FINETUNE_FREE)}
+    check_resume_settings(out/RESUME_SETTINGS, raft_settings(config, prompts, {**(extra or {}), 'finetune_args': ft}), RAFT_FREE,
+                          'RAFT run', recorded=legacy)
 
 def _restore(out:Path, policy:nn.Module, writer:JsonlWriter, done:dict[int, dict])->int:
     "Load the newest checkpoint into `policy` (re-logging its record if needed); the last completed iteration."
@@ -297,7 +368,8 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
          prompts:Sequence,                 # the prompt pool: strings or chat message lists
          config:RAFTConfig|None=None,
          generator:Generator|Callable|None=None, # a Generator on the policy, a factory (policy, tokenizer) -> Generator, or None: HFGenerator
-         settings:dict|None=None           # what else identifies the run (model names, ...), checked on resume like the config
+         settings:dict|None=None,          # what else identifies the run (model names, ...), checked on resume like the config
+         finetune_args:dict|None=None      # further `TrainingArguments` settings of the finetuning step (see `finetune_config`)
         )->list[dict]:
     "Run (or resume) RAFT; returns the record of every iteration, oldest first."
     config = (config or RAFTConfig()).check()
@@ -306,8 +378,9 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
                            'start it with python, not with a multi-process launcher')
     prompts = check_prompts(prompts)
     if not prompts: raise ValueError('raft needs at least one prompt')
+    finetune_config(config, 1, finetune_args)   # a bad finetuning setting fails now, not after the first sampling
     out = Path(config.output_dir); out.mkdir(parents=True, exist_ok=True)
-    _check_resume_config(out, config, prompts, settings)
+    _check_resume_config(out, config, prompts, settings, finetune_args)
     config.to_json(out/'raft_config.json')
     if config.prompts_per_iteration > len(prompts):
         warnings.warn(f'prompts_per_iteration={config.prompts_per_iteration} is more than the {len(prompts)} prompts; using all of them each iteration')
@@ -327,7 +400,7 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
             finally:
                 if gen is not generator: gen.close()
             t1 = time.time()
-            if batch.kept: loss = finetune_on(policy, tokenizer, batch.kept_records(), config, it)
+            if batch.kept: loss = finetune_on(policy, tokenizer, batch.kept_records(), config, it, finetune_args)
             else:
                 loss = None
                 warnings.warn(f'iteration {it}: every sample was degenerate; nothing to finetune on')
