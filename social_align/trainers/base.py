@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn, Tensor
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 
 from ..core import DataError, atomic_write_json
 from ..data import load_records, get_schema
@@ -287,6 +287,7 @@ class AlignmentTrainer(Trainer):
             if is_peft_model(model): return model
             peft_config = get_peft_config(args, self.peft_task_type)
             if peft_config is None: return model
+        set_seed(args.seed)        # the adapter's random initialisation: drawn from the run's seed, as `Trainer` seeds the rest
         return with_adapter(model, peft_config, args.gradient_checkpointing)
 
     def tokenize_row(self, rec:dict, tokenizer, args:AlignmentConfig)->dict|None:

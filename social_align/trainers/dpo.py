@@ -4,7 +4,7 @@
 
 # %% ../../nbs/34_trainer_dpo.ipynb #8866fe90
 from __future__ import annotations
-import copy, gc
+import contextlib, copy, gc
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..models import load_reference_model, freeze
 from ..logprobs import forward_logprobs, sequence_logprobs, split_groups
 from ..losses.dpo import LOSS_TYPES, dpo_loss
-from .base import AlignmentConfig, AlignmentTrainer, deepspeed_reference, disable_dropout
+from .base import AlignmentConfig, AlignmentTrainer, deepspeed_reference, disable_dropout, is_peft_model, adapter_disabled
 
 # %% auto #0
 __all__ = ['DPOTrainer', 'PreferenceConfig', 'per_token_name', 'PreferenceTrainer']
@@ -74,8 +74,8 @@ class PreferenceTrainer(AlignmentTrainer):
             self.ref_model = None
             self.precompute_reference(ref_model)   # scores the data with ref_model (or the initial policy), then drops it
         else:
-            if ref_model is None: ref_model = load_reference_model(self.model)
-            self.ref_model = self.prepare_reference(ref_model)
+            if ref_model is None and not is_peft_model(self.model): ref_model = load_reference_model(self.model)
+            self.ref_model = None if ref_model is None else self.prepare_reference(ref_model)   # None: the adapter-off policy
 
     # -- data and loss -----------------------------------------------------------------------------------------------
     def tokenize_row(self, rec:dict, tokenizer, args:PreferenceConfig)->dict|None:
@@ -95,10 +95,10 @@ class PreferenceTrainer(AlignmentTrainer):
         if 'ref_chosen_logps' in inputs:
             ref = torch.cat([inputs['ref_chosen_logps'], inputs['ref_rejected_logps']]).to(policy)
         else:
-            if self.ref_model is None:
+            if self.ref_model is None and not is_peft_model(model):
                 raise ValueError('no reference log-probs: precompute_ref_log_probs=True scored only the train and eval data given to '
                                  'the trainer, then freed the reference model; give other eval data at construction, or pass ref_model')
-            with torch.no_grad(): ref = sequence_logprobs(*forward_logprobs(self.ref_model, inputs))
+            with self.reference_model(model) as rm: ref = sequence_logprobs(*forward_logprobs(rm, inputs))
         pol, ref_ = split_groups(policy, 2), split_groups(ref, 2)
         loss, metrics = dpo_loss(pol[:, 0], pol[:, 1], ref_[:, 0], ref_[:, 1], self.args.beta, 'sigmoid')
         if self.args.loss_type == 'ipo':                       # IPO's loss is on per-token averages; TRL's metrics are not
@@ -123,6 +123,7 @@ class PreferenceTrainer(AlignmentTrainer):
 
     def precompute_reference(self, ref:nn.Module|None=None):
         "Add `ref_chosen_logps` / `ref_rejected_logps` columns to the train and eval data; `ref=None` uses the (untrained) policy."
+        adapter_off = ref is None and is_peft_model(self.model)   # the base model: the adapter disabled
         model = self.model if ref is None else ref
         if self.is_deepspeed_enabled: model = deepspeed_reference(model if ref is not None else copy.deepcopy(model), self.accelerator)
         else: model = model.to(self.accelerator.device)
@@ -132,9 +133,10 @@ class PreferenceTrainer(AlignmentTrainer):
             if ds is None: return None
             s = self.reference_logps(model, ds, f'reference log-probs of the {split} data')
             return ds.add_column('ref_chosen_logps', s[:, 0].tolist()).add_column('ref_rejected_logps', s[:, 1].tolist())
-        self.train_dataset = add(self.train_dataset, 'train')
-        if isinstance(self.eval_dataset, dict): self.eval_dataset = {k: add(v, f'eval {k}') for k, v in self.eval_dataset.items()}
-        else: self.eval_dataset = add(self.eval_dataset, 'eval')
+        with adapter_disabled(model) if adapter_off else contextlib.nullcontext():
+            self.train_dataset = add(self.train_dataset, 'train')
+            if isinstance(self.eval_dataset, dict): self.eval_dataset = {k: add(v, f'eval {k}') for k, v in self.eval_dataset.items()}
+            else: self.eval_dataset = add(self.eval_dataset, 'eval')
         model.train(was_training)
         del model, ref                      # the reference is not kept: training holds the policy only
         gc.collect()
