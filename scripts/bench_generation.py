@@ -4,7 +4,7 @@
 Measures generated tokens per second for: HF transformers one prompt at a time, HF batched, and vLLM's offline
 engine (when installed), and prints the ratios. Model load and a warm-up call are not timed.
 
-    python scripts/bench_generation.py --n-prompts 256 --max-new-tokens 64
+    python scripts/bench_generation.py --n_prompts 256 --max_new_tokens 64
 """
 from __future__ import annotations
 import argparse, json, sys, tempfile, time
@@ -13,14 +13,14 @@ from pathlib import Path
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--n-prompts', type=int, default=256, help='number of prompts (default 256)')
-    p.add_argument('--max-new-tokens', type=int, default=64, help='tokens generated per prompt at most (default 64)')
-    p.add_argument('--batch-size', type=int, default=64, help='HF batched: sequences per generate call (default 64)')
+    p.add_argument('--n_prompts', '--n-prompts', type=int, default=256, help='number of prompts (default 256)')
+    p.add_argument('--max_new_tokens', '--max-new-tokens', type=int, default=64, help='tokens generated per prompt at most (default 64)')
+    p.add_argument('--batch_size', '--batch-size', type=int, default=64, help='HF batched: sequences per generate call (default 64)')
     p.add_argument('--temperature', type=float, default=1.0, help='sampling temperature (default 1.0)')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--model', default=None, help='a local model folder; default: a tiny random Llama (hidden 128, head_dim 64) built here')
-    p.add_argument('--no-vllm', action='store_true', help='skip vLLM even if it is installed')
-    p.add_argument('--enforce-eager', action='store_true', help='vLLM without torch.compile (faster start, slower steps)')
+    p.add_argument('--model_name_or_path', '--model', default=None, help='a local model folder; default: a tiny random Llama (hidden 128, head_dim 64) built here')
+    p.add_argument('--no_vllm', '--no-vllm', action='store_true', help='skip vLLM even if it is installed')
+    p.add_argument('--enforce_eager', '--enforce-eager', action='store_true', help='vLLM without torch.compile (faster start, slower steps)')
     p.add_argument('--json', default=None, help='also write the results to this JSON file')
     return p.parse_args(argv)
 
@@ -48,7 +48,7 @@ def main(argv=None):
     from social_align.generation import HFGenerator, VLLMGenerator, vllm_available
 
     tmp = tempfile.TemporaryDirectory()
-    if args.model: model_dir = Path(args.model)
+    if args.model_name_or_path: model_dir = Path(args.model_name_or_path)
     else:
         tok = tiny_tokenizer(); model_dir = save_model(build_tiny_causal_lm(tok, seed=0), tok, Path(tmp.name)/'tiny')
     prompts = make_prompts(args.n_prompts)

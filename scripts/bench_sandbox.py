@@ -17,10 +17,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--size', type=int, default=5, help='grid side: size*size agents (default 5 = 25 agents)')
     p.add_argument('--rounds', type=int, default=1, help='rounds per run (default 1)')
-    p.add_argument('--max-new-tokens', type=int, default=32, help='tokens per generation (default 32)')
-    p.add_argument('--batch-size', type=int, default=128, help='batched run: sequences per generate call (default 128)')
-    p.add_argument('--hidden-size', type=int, default=64, help='tiny model width (default 64)')
-    p.add_argument('--model', default=None, help='a local causal LM folder (default: a tiny random Llama built here)')
+    p.add_argument('--max_new_tokens', '--max-new-tokens', type=int, default=32, help='tokens per generation (default 32)')
+    p.add_argument('--batch_size', '--batch-size', type=int, default=128, help='batched run: sequences per generate call (default 128)')
+    p.add_argument('--hidden_size', '--hidden-size', type=int, default=64, help='tiny model width (default 64)')
+    p.add_argument('--model_name_or_path', '--model', default=None, help='a local causal LM folder (default: a tiny random Llama built here)')
     p.add_argument('--quick', action='store_true', help='small settings for a fast check (16 new tokens)')
     p.add_argument('--json', default=None, help='also write the results to this JSON file')
     return p.parse_args(argv)
@@ -33,7 +33,7 @@ def main(argv=None):
     from social_align.generation import HFGenerator
     from social_align.models import Embedder, tiny_tokenizer, build_tiny_causal_lm, load_causal_lm, load_tokenizer
     from social_align.sandbox import SandboxConfig, LMJudge, run_sandbox
-    if args.model: lm, tok = load_causal_lm(args.model, dtype='fp32', device='cpu'), load_tokenizer(args.model)
+    if args.model_name_or_path: lm, tok = load_causal_lm(args.model_name_or_path, dtype='fp32', device='cpu'), load_tokenizer(args.model_name_or_path)
     else:
         tok = tiny_tokenizer()
         lm = build_tiny_causal_lm(tok, seed=0, hidden_size=args.hidden_size, num_layers=2, num_heads=2,

@@ -9,7 +9,7 @@ Writes OUTPUT_PATH, <stem>_stats.json, <stem>_alignment_by_round.png and <stem>_
 import sys
 from dataclasses import dataclass, field
 
-from social_align.trainers.base import parse_cli
+from social_align.trainers.command_line import parse_cli
 
 
 @dataclass
@@ -25,7 +25,7 @@ class SandboxDataArguments:
 
 def parse_args(argv=None):
     "(SandboxDataArguments,) from the command line, or from a single .json/.yaml file."
-    return parse_cli((SandboxDataArguments,), argv, description=__doc__.split('\n\n')[0])
+    return parse_cli((SandboxDataArguments,), argv, description=__doc__)
 
 
 def main(argv=None):

@@ -1,6 +1,6 @@
 """Generate SSO's principle-steered preference pairs from a queries file with a model (SPEC §4.1).
 
-    python scripts/principle_pairs.py --model_name_or_path MODEL --queries_path queries.jsonl \\
+    python scripts/principle_pairs.py --model_name_or_path MODEL --prompts_path queries.jsonl \\
         --output_path data/pairs.jsonl [--principles_path my_principles.jsonl] [--backend vllm]
 
 The output is principled_preference JSONL (prompt, chosen, rejected, system, p_system, n_system, raw), ready for
@@ -13,32 +13,30 @@ Sampling and filter flags: --temperature (0.7), --top_p (0.8), --max_new_tokens,
 import json, sys
 from dataclasses import dataclass, field
 
-DESCRIPTION = "Generate SSO principled preference pairs: y+ / y- under positive / negative principle prompts, filtered by log-probs."
-
 @dataclass
 class PairScriptArguments:
     "What the pair-generation script needs besides `PairConfig`."
     model_name_or_path: str = field(metadata={'help': 'the policy: a local folder (safetensors) or a hub name'})
-    queries_path: str = field(metadata={'help': 'the queries: .txt (one per line), .jsonl or .json records'})
+    prompts_path: str = field(metadata={'help': 'the queries: .txt (one per line), .jsonl or .json records', 'aliases': ['--queries_path']})
     output_path: str = field(metadata={'help': 'principled_preference JSONL to write (its .candidates.jsonl makes the run resumable)'})
     principles_path: str = field(default=None, metadata={'help': 'JSON/JSONL principles that extend (or replace) the built-in seven'})
     replace_principles: bool = field(default=False, metadata={'help': 'the principles file replaces the built-in set instead of extending it'})
     concision: bool = field(default=False, metadata={'help': 'include the optional built-in Concision principle'})
-    query_field: str = field(default=None, metadata={'help': 'record field of the query (default: prompt, query, instruction or question)'})
-    backend: str = field(default='hf', metadata={'help': "sampling backend: 'hf' (transformers) or 'vllm'; log-probs are always scored with transformers", 'choices': ['hf', 'vllm']})
+    prompt_field: str = field(default=None, metadata={'help': 'record field of the query (default: prompt, query, instruction or question)', 'aliases': ['--query_field']})
+    backend: str = field(default='hf', metadata={'help': "sampling backend: 'hf' (transformers) or 'vllm'; log-probs are always scored with transformers", 'choices': ['hf', 'vllm'], 'aliases': ['--generation_backend']})
     batch_size: int = field(default=32, metadata={'help': 'hf backend: sequences per generate batch'})
     device: str = field(default=None, metadata={'help': "'cpu', 'cuda', 'cuda:1', ... (default: the best available)"})
     dtype: str = field(default='auto', metadata={'help': "'auto' (the checkpoint's), 'fp32', 'bf16' or 'fp16'"})
 
 def main(argv=None):
     from social_align.principles import PairConfig
-    from social_align.trainers.base import parse_cli
-    args, cfg = parse_cli((PairScriptArguments, PairConfig), argv, DESCRIPTION)
+    from social_align.trainers.command_line import parse_cli
+    args, cfg = parse_cli((PairScriptArguments, PairConfig), argv, __doc__)
     from social_align.models import load_causal_lm, load_tokenizer
     from social_align.generation import HFGenerator, VLLMGenerator
     from social_align.principles import load_principles, load_queries, principle_pairs
     principles = load_principles(args.principles_path, extend=not args.replace_principles, concision=args.concision)
-    queries = load_queries(args.queries_path, args.query_field)
+    queries = load_queries(args.prompts_path, args.prompt_field)
     tok = load_tokenizer(args.model_name_or_path)
     model = load_causal_lm(args.model_name_or_path, dtype=args.dtype, device=args.device)
     gen = (HFGenerator(model, tok, batch_size=args.batch_size) if args.backend == 'hf'

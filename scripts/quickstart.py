@@ -1,12 +1,13 @@
-"""The embedded-default pipeline as a script, for `accelerate launch` or plain `python`.
+"""Run the social_align quickstart on the embedded default (CPU, no downloads): the pipeline as a script, for
+`accelerate launch` or plain `python`.
 
-    python scripts/quickstart.py --output-dir runs/quickstart
+    python scripts/quickstart.py --output_dir runs/quickstart
 """
 import argparse
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description='Run the social_align quickstart on the embedded default (CPU, no downloads).')
-    p.add_argument('--output-dir', default='runs/quickstart', help='where models, data, figures and the report go')
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--output_dir', '--output-dir', default='runs/quickstart', help='where models, data, figures and the report go')
     p.add_argument('--seed', type=int, default=0, help='random seed')
     p.add_argument('--reduced', action='store_true', help='the small version the tests run (about a minute; too small to show a gain)')
     args = p.parse_args(argv)

@@ -15,14 +15,14 @@ import sys
 
 def parse_args(argv=None):
     "(ScriptArguments, StableAlignmentConfig) from the command line, or from a single .json/.yaml file."
-    from social_align.trainers.base import parse_script_args
+    from social_align.trainers.command_line import parse_script_args
     from social_align.trainers.stable_alignment import StableAlignmentConfig
-    return parse_script_args(StableAlignmentConfig, argv, description=__doc__.split('\n')[0])
+    return parse_script_args(StableAlignmentConfig, argv, description=__doc__)
 
 def main(argv=None):
     script_args, config = parse_args(argv)
     from social_align.core import DataError
-    from social_align.trainers.base import run_training
+    from social_align.trainers.command_line import run_training
     from social_align.trainers.stable_alignment import StableAlignmentTrainer
     try: trainer = run_training(StableAlignmentTrainer, script_args, config)
     except DataError as e: sys.exit(f'train_alignment.py: error: bad data: {e}')   # names the file, line and field

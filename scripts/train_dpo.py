@@ -30,7 +30,7 @@ class ReferenceArguments:
 
 def main(argv=None):
     from social_align.core import DataError
-    from social_align.trainers.base import parse_script_args, run_training
+    from social_align.trainers.command_line import parse_script_args, run_training
     from social_align.trainers.dpo import PreferenceConfig, PreferenceTrainer
     script_args, config, ref_args = parse_script_args(PreferenceConfig, argv, description=__doc__, extra=(ReferenceArguments,))
     try: trainer = run_training(PreferenceTrainer, script_args, config, ref_model=ref_args.ref_model_name_or_path)

@@ -12,16 +12,28 @@ Example (LMFlow's recipe: 1 epoch, lr 5e-6, pairs over 512 tokens dropped; eval 
         --num_train_epochs 1 --max_length 512 --drop_long True --per_device_train_batch_size 4 \\
         --gradient_accumulation_steps 8 --eval_strategy steps --eval_steps 200
 
+ALMoST's reward-model command works as written (it passes --train_reward_model True, accepted and implied here).
+
 Writes model.safetensors, the tokenizer, train_results.json (with eval_accuracy when eval data is given) and
 trainer_state.json into --output_dir. Multi-GPU: `accelerate launch scripts/train_reward.py ...`.
 """
 import sys
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RewardScriptArguments:
+    train_reward_model: bool = field(default=True, metadata={
+        'help': "accepted for ALMoST's command line, which passes --train_reward_model True; this script always trains a reward model"})
+
 
 def main(argv=None):
     from social_align.core import DataError
-    from social_align.trainers.base import parse_script_args, run_training
+    from social_align.trainers.command_line import parse_script_args, run_training
     from social_align.trainers.reward import RewardConfig, RewardModelTrainer
-    script_args, config = parse_script_args(RewardConfig, argv, description=__doc__)
+    script_args, config, rm_args = parse_script_args(RewardConfig, argv, description=__doc__, extra=(RewardScriptArguments,))
+    if not rm_args.train_reward_model:
+        sys.exit('train_reward.py: error: --train_reward_model False: this script trains reward models; for SFT use scripts/train_sft.py')
     try: run_training(RewardModelTrainer, script_args, config)
     except DataError as e: sys.exit(f'train_reward.py: error: bad data: {e}')
 

@@ -17,7 +17,7 @@ import sys
 
 def main(argv=None):
     from social_align.core import DataError
-    from social_align.trainers.base import parse_script_args, run_training
+    from social_align.trainers.command_line import parse_script_args, run_training
     from social_align.trainers.sft import SFTConfig, SFTTrainer
     script_args, config = parse_script_args(SFTConfig, argv, description=__doc__)
     try: run_training(SFTTrainer, script_args, config)

@@ -74,7 +74,7 @@ def test_train_sso_online(tiny):
 
 def test_train_sso_online_needs_queries(tiny):
     r = run('train_sso.py', '--online', 'True', '--model_name_or_path', tiny/'model', '--output_dir', tiny/'x', ok=False)
-    assert r.returncode != 0 and '--queries_path is required' in r.stderr
+    assert r.returncode != 0 and '--prompts_path (alias --queries_path) is required' in r.stderr
 
 def test_principle_pairs(tiny):
     from social_align.data import load_records

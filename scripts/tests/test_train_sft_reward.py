@@ -116,3 +116,45 @@ def test_bad_data_names_file_and_line(tiny, tmp_path, script, good, bad_field):
     assert f'{data}:3' in r.stderr and f"field '{bad_field}'" in r.stderr, r.stderr[-2000:]
     assert 'Traceback' not in r.stderr
     assert not (tmp_path/'out'/'model.safetensors').exists()
+
+def test_train_reward_from_a_saved_dataset(tiny, tmp_path):
+    """--dataset_name reads a `save_to_disk` folder, --dataset_columns maps its own column names onto the schema and
+    --eval_split evaluates on its test split; --train_reward_model True (ALMoST passes it) and --report_to tensorboard
+    (the event file appears) work too."""
+    import datasets
+    rows = [{'question': p['prompt'], 'response_j': p['chosen'], 'response_k': p['rejected']} for p in tiny['prefs']]
+    datasets.DatasetDict({'train': datasets.Dataset.from_list(rows), 'test': datasets.Dataset.from_list(rows[:4])}).save_to_disk(tmp_path/'hub')
+    out = tmp_path/'rm'
+    r = run('train_reward.py', '--model_name_or_path', tiny['model'], '--dataset_name', tmp_path/'hub', '--eval_split', 'test',
+            '--dataset_columns', 'prompt=question,chosen=response_j,rejected=response_k', '--train_reward_model', 'True',
+            '--output_dir', out, *[a if a != 'none' else 'tensorboard' for a in TRAIN_FLAGS])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 0 <= check_outputs(out)['eval_accuracy'] <= 1
+    assert list(out.glob('runs/*/events.out.tfevents.*'))
+
+def test_train_sft_from_parquet_files_with_bf16(tiny, tmp_path):
+    "--dataset_name reads a folder of parquet files (train-* is the train split); --bf16 True without a GPU trains on the CPU."
+    import datasets
+    (tmp_path/'data').mkdir()
+    datasets.Dataset.from_list(tiny['sft']).to_parquet(tmp_path/'data'/'train-00000-of-00001.parquet')
+    out = tmp_path/'sft'
+    r = run('train_sft.py', '--model_name_or_path', tiny['model'], '--dataset_name', tmp_path/'data', '--output_dir', out,
+            *TRAIN_FLAGS, '--bf16', 'True')
+    assert r.returncode == 0, r.stderr[-3000:]
+    check_outputs(out)
+    import torch
+    if not torch.accelerator.is_available(): assert 'no GPU: --bf16 True trains on the CPU' in r.stderr
+    assert json.loads((out/'training_args.json').read_text())['bf16']
+
+def test_named_dataset_bad_row_is_named(tiny, tmp_path):
+    "A bad row of a parquet file given as --dataset_name is named by the dataset, split, row and field; nothing is trained."
+    import datasets
+    rows = [{'prompt': 'Hi?', 'chosen': 'Hello.', 'rejected': 'Go away.'}] * 2 + [{'prompt': 'Hi?', 'chosen': 'Hello.', 'rejected': None}]
+    datasets.Dataset.from_list(rows).to_parquet(tmp_path/'prefs.parquet')
+    r = run('train_reward.py', '--model_name_or_path', tiny['model'], '--dataset_name', tmp_path/'prefs.parquet',
+            '--output_dir', tmp_path/'out', *TRAIN_FLAGS)
+    assert r.returncode != 0 and f"{tmp_path/'prefs.parquet'}[train] row:2 field 'rejected'" in r.stderr, r.stderr[-2000:]
+    assert 'Traceback' not in r.stderr and not (tmp_path/'out'/'model.safetensors').exists()
+    r = run('train_reward.py', '--model_name_or_path', tiny['model'], '--data_path', tmp_path/'x.jsonl', '--dataset_name', 'x',
+            '--output_dir', tmp_path/'out')
+    assert r.returncode == 2 and 'give --data_path or --dataset_name, not both' in r.stderr

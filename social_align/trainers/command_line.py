@@ -4,37 +4,141 @@
 
 # %% ../../nbs/38_trainer_command_line.ipynb #7e4f99b6
 from __future__ import annotations
-import sys
+import argparse, os, sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, TYPE_CHECKING
+from typing import Callable, Sequence, TYPE_CHECKING
 
 import torch
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import string_to_bool
 
-from ..core import atomic_write_json
+from ..core import DataError, atomic_write_json
+from ..data import load_records
 from ..models import load_tokenizer
 
 if TYPE_CHECKING: from social_align.trainers.base import AlignmentConfig, AlignmentTrainer
 
 # %% auto #0
-__all__ = ['ScriptArguments', 'use_cpu_ranks_without_accelerator', 'parse_cli', 'parse_script_args', 'run_training']
+__all__ = ['FLAG_ALIASES', 'HelpFormatter', 'ScriptArguments', 'parse_columns', 'load_named_dataset', 'flag_value', 'flag_is_on',
+           'bf16_on_cpu', 'parse_cli', 'use_cpu_ranks_without_accelerator', 'parse_script_args', 'training_data',
+           'run_training']
+
+# %% ../../nbs/38_trainer_command_line.ipynb #cb3f223c
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    "The description printed as written (paragraphs, indented command examples); each flag's help wrapped, with its default."
+
+# %% ../../nbs/38_trainer_command_line.ipynb #1f52d430
+FLAG_ALIASES = {'--tokenizer_name_or_path': ['--tokenizer_name'],
+                '--reward_model_name_or_path': ['--reward_model_path'], '--dataset_config': ['--dataset_config_name'],
+                '--dataset_split': ['--dataset_train_split'], '--eval_split': ['--dataset_test_split'],
+                '--prompts_path': ['--queries_path'], '--prompt_field': ['--query_field'], '--backend': ['--generation_backend']}
+"The scripts' flag for each thing, and the other names every script taking it accepts too (see the table above)."
 
 # %% ../../nbs/38_trainer_command_line.ipynb #badafed6
 @dataclass
 class ScriptArguments:
     "What every training script needs besides the training arguments."
     model_name_or_path: str = field(metadata={'help': 'the model to train: a local folder (safetensors) or a hub name'})
-    data_path: str = field(metadata={'help': 'training data: a .jsonl or .json file of records in the trainer\'s schema'})
+    data_path: str|None = field(default=None, metadata={'help': "training data: a .jsonl or .json file of records in the trainer's schema (or give --dataset_name)"})
     eval_data_path: str|None = field(default=None, metadata={'help': 'evaluation data in the same schema (optional)'})
-    tokenizer_name_or_path: str|None = field(default=None, metadata={'help': 'tokenizer folder (default: the model\'s)'})
+    tokenizer_name_or_path: str|None = field(default=None, metadata={'help': "tokenizer folder (default: the model's)", 'aliases': ['--tokenizer_name']})
+    dataset_name: str|None = field(default=None, metadata={'help': 'training data by name instead of --data_path: a hub dataset, a folder saved by save_to_disk or holding data files (parquet, json, jsonl, csv), or one such file'})
+    dataset_config: str|None = field(default=None, metadata={'help': "the dataset's configuration (subset), if it has several", 'aliases': ['--dataset_config_name']})
+    dataset_split: str = field(default='train', metadata={'help': 'the split of --dataset_name to train on', 'aliases': ['--dataset_train_split']})
+    eval_split: str|None = field(default=None, metadata={'help': 'the split of --dataset_name to evaluate on (optional)', 'aliases': ['--dataset_test_split']})
+    dataset_columns: str|None = field(default=None, metadata={'help': "schema fields from differently named dataset columns: field=column,... (e.g. prompt=question,chosen=response_j,rejected=response_k)"})
 
-def use_cpu_ranks_without_accelerator():
-    "Under a multi-process launch on a machine with no GPU (or other accelerator), train data-parallel on CPU over gloo."
-    import os
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and 'ACCELERATE_USE_CPU' not in os.environ and not torch.accelerator.is_available():
-        os.environ['ACCELERATE_USE_CPU'] = 'true'   # read by TrainingArguments: each rank joins a gloo process group
+    def __post_init__(self):
+        if self.data_path and self.dataset_name: raise ValueError('give --data_path or --dataset_name, not both')
+        if self.eval_split and not self.dataset_name: raise ValueError('--eval_split needs --dataset_name (with --data_path, give --eval_data_path)')
+        if self.eval_split and self.eval_data_path: raise ValueError('give --eval_split or --eval_data_path, not both')
+        parse_columns(self.dataset_columns)        # a malformed mapping fails here, before any model is loaded
 
+    def check_data(self):
+        "Raise `ValueError` unless exactly one source of training data is given."
+        if not (self.data_path or self.dataset_name): raise ValueError('training data is required: give --data_path FILE or --dataset_name NAME')
+
+# %% ../../nbs/38_trainer_command_line.ipynb #97d77cf8
+def parse_columns(spec:str|None # "field=column,field=column", or None
+                 )->dict[str, str]:
+    "`{schema_field: dataset_column}` from `--dataset_columns`; a malformed item raises `ValueError` naming it."
+    out = {}
+    for item in (spec or '').split(','):
+        if not item.strip(): continue
+        k, eq, v = (s.strip() for s in item.partition('='))
+        if not (eq and k and v): raise ValueError(f'--dataset_columns: {item.strip()!r} is not field=column')
+        if k in out: raise ValueError(f'--dataset_columns: field {k!r} is mapped twice')
+        out[k] = v
+    return out
+
+# %% ../../nbs/38_trainer_command_line.ipynb #a37a4e29
+_FILE_BUILDERS = {'.parquet': 'parquet', '.json': 'json', '.jsonl': 'json', '.csv': 'csv', '.arrow': 'arrow'}
+
+def _load_split(name:str, config:str|None, split:str):
+    import datasets
+    p = Path(name)
+    if p.is_dir() and ((p/'dataset_dict.json').exists() or (p/'state.json').exists()):
+        ds = datasets.load_from_disk(str(p))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds: raise DataError(f'no split {split!r} (it has {", ".join(ds)})', name)
+            return ds[split]
+        if split != 'train': raise DataError(f'a saved Dataset (not a DatasetDict) has only the train split, not {split!r}', name)
+        return ds
+    if p.is_file():
+        builder = _FILE_BUILDERS.get(p.suffix.lower())
+        if builder is None: raise DataError(f'cannot read a {p.suffix or "suffix-less"} file as a dataset (use one of {", ".join(_FILE_BUILDERS)})', name)
+        if split != 'train': raise DataError(f'a single data file has only the train split, not {split!r}', name)
+        return datasets.load_dataset(builder, data_files={'train': str(p)}, split='train')
+    try: return datasets.load_dataset(name, config, split=split)
+    except (FileNotFoundError, ValueError, ConnectionError) as e: raise DataError(f'cannot load the dataset: {e}', name) from None
+
+def load_named_dataset(name:str,                   # hub name, save_to_disk folder, folder of data files, or one data file
+                       config:str|None=None,       # the dataset's configuration (subset)
+                       split:str='train',          # the split to read
+                       columns:dict[str, str]|str|None=None # {schema_field: dataset_column}, or "field=column,..."
+                      )->list[dict]:
+    "The rows of one split of a dataset as dicts, with `columns` renamed to the schema's field names."
+    ds = _load_split(str(name), config, split)
+    cols = parse_columns(columns) if isinstance(columns, str) or columns is None else dict(columns)
+    missing = [c for c in cols.values() if c not in ds.column_names]
+    if missing: raise DataError(f'no column {missing[0]!r} for --dataset_columns (columns: {", ".join(ds.column_names)})', f'{name}[{split}]')
+    ds = ds.remove_columns([f for f in cols if f in ds.column_names and f not in cols.values()])
+    ds = ds.rename_columns({c: f for f, c in cols.items() if c != f})
+    return ds.to_list()
+
+# %% ../../nbs/38_trainer_command_line.ipynb #e4ece0b2
+def flag_value(argv:Sequence[str], # command-line arguments
+               name:str            # a flag, e.g. '--bf16'
+              )->str|None:
+    "The value given to flag `name` in `argv` (a bare boolean flag reads 'True'), or None when absent."
+    for i, a in enumerate(argv):
+        if a.startswith(name + '='): return a.split('=', 1)[1]
+        if a == name: return 'True' if i + 1 >= len(argv) or argv[i+1].startswith('--') else argv[i+1]
+    return None
+
+def flag_is_on(argv:Sequence[str], name:str)->bool:
+    "Is the boolean flag `name` given and true in `argv` ('True', 'yes', '1', bare)?"
+    v = flag_value(argv, name)
+    try: return v is not None and string_to_bool(v)
+    except Exception: return False
+
+# %% ../../nbs/38_trainer_command_line.ipynb #dc250598
+def bf16_on_cpu(settings:list|dict,   # argv, or the dict read from a config file
+                classes:Sequence[type] # the parser's dataclasses
+               )->list|dict:
+    "`settings` with `use_cpu` on when `--bf16` is on, no accelerator is present and the config has a `use_cpu` flag not given."
+    if torch.accelerator.is_available() or not any(issubclass(c, TrainingArguments) for c in classes): return settings
+    if isinstance(settings, dict):
+        if not settings.get('bf16') or 'use_cpu' in settings: return settings
+        settings = {**settings, 'use_cpu': True}
+    else:
+        if not flag_is_on(settings, '--bf16') or flag_value(settings, '--use_cpu') is not None: return settings
+        settings = [*settings, '--use_cpu', 'True']
+    print('no GPU: --bf16 True trains on the CPU with bf16 autocast (--use_cpu True added)', file=sys.stderr)
+    return settings
+
+# %% ../../nbs/38_trainer_command_line.ipynb #126c951f
 def _is_number(x:str)->bool:
     try: float(x); return True
     except ValueError: return False
@@ -45,27 +149,65 @@ def _refuse_unknown_flags(parser, argv:list[str]):
     unknown = [a.split('=', 1)[0] for a in argv if a.startswith('-') and not _is_number(a) and a.split('=', 1)[0] not in known]
     if unknown: parser.error(f'unrecognized arguments: {" ".join(unknown)}')
 
+def _read_config_file(path:str)->dict:
+    import json, yaml
+    text = Path(path).read_text()
+    d = json.loads(text) if path.endswith('.json') else yaml.safe_load(text)
+    if not isinstance(d, dict): raise ValueError(f'{path}: a config file holds one mapping of flag names to values')
+    return d
+
 def parse_cli(classes:Sequence[type],              # argument dataclasses, parsed in this order
               argv:Sequence[str]|None=None,         # default: `sys.argv[1:]`
-              description:str|None=None             # shown by --help
+              description:str|None=None,            # shown by --help as written (e.g. the script's docstring)
+              validate:Callable|None=None           # called with the parsed instances; a `ValueError` is a usage error
              )->tuple:
     "One instance per dataclass from the command line or a single .json/.yaml file; an unknown flag exits 2 naming it."
-    parser = HfArgumentParser(tuple(classes), description=description)
+    parser = HfArgumentParser(tuple(classes), description=description, formatter_class=HelpFormatter)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) == 1 and argv[0].endswith('.json'): return parser.parse_json_file(argv[0])
-    if len(argv) == 1 and argv[0].endswith(('.yaml', '.yml')): return parser.parse_yaml_file(argv[0])
-    _refuse_unknown_flags(parser, argv)
-    try: return parser.parse_args_into_dataclasses(args=argv)
+    try:
+        if len(argv) == 1 and argv[0].endswith(('.json', '.yaml', '.yml')):
+            out = parser.parse_dict(bf16_on_cpu(_read_config_file(argv[0]), classes))
+        else:
+            _refuse_unknown_flags(parser, argv)
+            out = parser.parse_args_into_dataclasses(args=bf16_on_cpu(argv, classes))
+        if validate is not None: validate(*out)
+        return tuple(out)
     except ValueError as e: parser.error(str(e))
+
+# %% ../../nbs/38_trainer_command_line.ipynb #c82093c1
+def use_cpu_ranks_without_accelerator():
+    "Under a multi-process launch on a machine with no GPU (or other accelerator), train data-parallel on CPU over gloo."
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and 'ACCELERATE_USE_CPU' not in os.environ and not torch.accelerator.is_available():
+        os.environ['ACCELERATE_USE_CPU'] = 'true'   # read by TrainingArguments: each rank joins a gloo process group
 
 def parse_script_args(config_class:type,              # the trainer's config class
                       argv:Sequence[str]|None=None,   # default: `sys.argv[1:]`
                       description:str|None=None,      # shown by --help
-                      extra:Sequence[type]=()         # further argument dataclasses of the script
+                      extra:Sequence[type]=(),        # further argument dataclasses of the script
+                      require_data:bool=True          # exit 2 unless --data_path or --dataset_name is given
                      )->tuple:
     "`(ScriptArguments, config, *extra)` of a training script (see `parse_cli`), with CPU ranks set up first."
     use_cpu_ranks_without_accelerator()
-    return parse_cli((ScriptArguments, config_class, *extra), argv, description)
+    return parse_cli((ScriptArguments, config_class, *extra), argv, description,
+                     validate=(lambda sa, *rest: sa.check_data()) if require_data else None)
+
+# %% ../../nbs/38_trainer_command_line.ipynb #31d6fa42
+def _named_rows(script_args:ScriptArguments, split:str, schema:str|None)->list[dict]:
+    rows = load_named_dataset(script_args.dataset_name, script_args.dataset_config, split, script_args.dataset_columns)
+    if schema is None: return rows
+    try: return load_records(rows, schema)
+    except DataError as e:
+        if e.path != 'records row': raise
+        raise DataError(e.msg, f'{script_args.dataset_name}[{split}] row', e.line, e.field) from None
+
+def training_data(script_args:ScriptArguments, # the parsed script arguments
+                  schema:str|None=None         # validate a named dataset's rows against this schema
+                 )->tuple:
+    "`(train, eval)` sources for a trainer: the files, or lists of the named dataset's rows (eval None when not asked for)."
+    if not script_args.dataset_name: return script_args.data_path, script_args.eval_data_path
+    train = _named_rows(script_args, script_args.dataset_split, schema)
+    ev = _named_rows(script_args, script_args.eval_split, schema) if script_args.eval_split else script_args.eval_data_path
+    return train, ev
 
 def _resume_arg(value:str|None):
     if value is None or value == '': return None
@@ -76,9 +218,11 @@ def run_training(trainer_class:type,           # an `AlignmentTrainer` subclass
                  config:AlignmentConfig,
                  **trainer_kwargs)->AlignmentTrainer:
     "Train, save the model and tokenizer (safetensors) and the metrics into `config.output_dir`; returns the trainer."
+    script_args.check_data()
+    train, ev = training_data(script_args, getattr(trainer_class, 'schema', None))
     tok = load_tokenizer(script_args.tokenizer_name_or_path or script_args.model_name_or_path, padding_side=config.padding_side)
-    trainer = trainer_class(model=script_args.model_name_or_path, args=config, train_dataset=script_args.data_path,
-                            eval_dataset=script_args.eval_data_path, processing_class=tok, **trainer_kwargs)
+    trainer = trainer_class(model=script_args.model_name_or_path, args=config, train_dataset=train, eval_dataset=ev,
+                            processing_class=tok, **trainer_kwargs)
     result = trainer.train(resume_from_checkpoint=_resume_arg(config.resume_from_checkpoint))
     trainer.save_model(config.output_dir)
     trainer.save_state()
