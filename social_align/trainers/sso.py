@@ -18,7 +18,7 @@ from ..logprobs import forward_logprobs
 from ..losses.sso import SSO_SEQUENCES, sso_loss_from_logps
 from ..generation import HFGenerator
 from ..principles import Principle, PairConfig, chat_prompt, principle_pairs
-from .base import AlignmentConfig, AlignmentTrainer
+from .base import AlignmentConfig, AlignmentTrainer, get_peft_config, is_peft_model, unwrap_model, with_adapter
 
 # %% auto #0
 __all__ = ['SSOConfig', 'sso_sequences', 'SSOTrainer', 'sso_online']
@@ -72,10 +72,11 @@ class SSOTrainer(AlignmentTrainer):
             raise ValueError('model and ref_model are the same object; pass ref_model=None for a frozen copy of the policy')
         super().__init__(model, args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, **kwargs)
-        if ref_model is None: ref = load_reference_model(self.model)            # the policy as it is now: the initial one
+        if ref_model is None:      # the policy as it is now (the initial one); with an adapter: the policy, adapter disabled
+            ref = None if is_peft_model(self.model) else load_reference_model(self.model)
         elif isinstance(ref_model, (str, Path)): ref = load_reference_model(ref_model, device='cpu')
         else: ref = freeze(ref_model)
-        self.ref_model = self.prepare_reference(ref)
+        self.ref_model = None if ref is None else self.prepare_reference(ref)
 
     def tokenize_row(self, rec:dict, tokenizer, args:SSOConfig)->dict|None:
         out = {}
@@ -89,7 +90,7 @@ class SSOTrainer(AlignmentTrainer):
     def batch_loss(self, model:nn.Module, inputs:dict)->tuple[Tensor, dict[str, Tensor]]:
         a = self.args
         policy_logps, mask = forward_logprobs(model, inputs)             # 6B rows, group-major
-        with torch.no_grad(): ref_logps, _ = forward_logprobs(self.ref_model, inputs)
+        with self.reference_model(model) as ref: ref_logps, _ = forward_logprobs(ref, inputs)
         return sso_loss_from_logps(policy_logps, ref_logps, mask, base=a.base, beta=a.beta, alpha=a.alpha, gamma=a.gamma,
                                    combination=a.combination, use_w=a.use_w, use_g=a.use_g)
 
@@ -108,7 +109,11 @@ def _train_iteration(policy, tokenizer, pairs_path:Path, config:SSOConfig, ref_m
     return stats
 
 def _load_weights(policy:nn.Module, folder:Path):
-    "Load the weights saved in `folder` into `policy` in place (keeping its device and dtype)."
+    "Load the weights saved in `folder` into `policy` in place (keeping its device and dtype); a peft policy loads the saved adapter."
+    if is_peft_model(policy):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+        set_peft_model_state_dict(unwrap_model(policy), load_file(folder/'adapter_model.safetensors')); return
     from transformers import AutoModelForCausalLM
     saved = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
     policy.load_state_dict(saved.state_dict())
@@ -123,11 +128,17 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
                principles:Sequence[Principle]|None=None, # the principle set (default: `default_principles()`)
                ref_model:nn.Module|str|Path|None=None, # reference (None: a frozen copy of the initial policy)
                ref_update:str='initial',              # 'initial': keep it; 'iteration': refresh it to the policy each iteration
-               generation_batch_size:int=32           # batch size of the default `HFGenerator`
+               generation_batch_size:int=32,          # batch size of the default `HFGenerator`
+               peft_config=None                       # a `peft.LoraConfig`: train an adapter (default: from `config.use_peft`)
               )->list[dict]:                          # per-iteration stats (also in `output_dir/iterations.jsonl`)
     "Online SSO: per iteration, sample and filter pairs with the current policy, train on them, save the model."
     if ref_update not in ('initial', 'iteration'): raise ValueError(f"ref_update must be 'initial' or 'iteration', got {ref_update!r}")
     if iterations < 1: raise ValueError(f'iterations must be >= 1, got {iterations}')
+    if peft_config is None and not is_peft_model(policy): peft_config = get_peft_config(config)
+    lora = peft_config is not None or is_peft_model(policy)
+    if lora and ref_update == 'iteration':
+        raise ValueError("ref_update='iteration' is not supported with a LoRA adapter: its reference is the base model with the "
+                         "adapter disabled, which stays the initial policy; use ref_update='initial'")
     pair_config = pair_config or PairConfig()
     out = Path(config.output_dir); out.mkdir(parents=True, exist_ok=True)
     log_path = out/'iterations.jsonl'
@@ -135,7 +146,12 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
     done = [k for k in sorted(rows) if (out/f'iteration-{k}'/'model').exists()]
     initial = out/'iteration-0'/'model'                   # the initial policy: the reference of a resumed run
     if not done and not (initial/'config.json').exists(): save_model(policy, tokenizer, initial)
+    if peft_config is not None:                           # one adapter for the whole run, on the caller's policy
+        from transformers import set_seed
+        set_seed(config.seed)
+        policy = with_adapter(policy, peft_config, config.gradient_checkpointing)
     if ref_model is not None: ref = load_reference_model(ref_model)
+    elif lora: ref = None                                 # the policy with its adapter disabled: the initial base
     elif done: ref = load_reference_model(initial)
     else: ref = load_reference_model(policy)
     if done: _load_weights(policy, out/f'iteration-{done[-1]}'/'model')
