@@ -10,10 +10,10 @@ from pathlib import Path
 
 from torch import nn, Tensor
 
-from .base import AlignmentConfig, AlignmentTrainer, SequenceCollator, as_dataset, tokenize_dataset
+from .base import AlignmentConfig, AlignmentTrainer, SequenceCollator, as_dataset, tokenize_dataset, get_peft_config, is_peft_model, unwrap_model
 from ..tokenization import encode_prompt_response, pair_text   # pair_text: importable from here too
 from ..models import load_tokenizer, reward_tokenizer, reward_tokenizer_to_save
-from ..models import load_reward_model, is_decoder_reward_model, sequence_rewards
+from ..models import load_reward_model, is_decoder_reward_model, sequence_rewards, positions_from_mask
 from ..logprobs import split_groups
 from ..losses.reward import pairwise_reward_loss
 
@@ -49,6 +49,7 @@ class RewardModelTrainer(AlignmentTrainer):
     schema = 'preference'
     groups = ('chosen', 'rejected')
     config_class = RewardConfig
+    peft_task_type = 'SEQ_CLS'     # with LoRA: peft trains and saves the score head fully
 
     def __init__(self, model, args:RewardConfig|None=None, train_dataset=None, eval_dataset=None, processing_class=None, **kwargs):
         if isinstance(model, (str, Path)):
@@ -64,6 +65,15 @@ class RewardModelTrainer(AlignmentTrainer):
         model = load_reward_model(name_or_path, device='cpu', fresh_head=True)   # a causal LM gets a new score head
         self.decoder = is_decoder_reward_model(model)
         return model
+
+    def apply_peft(self, model:nn.Module, peft_config, args:AlignmentConfig)->nn.Module:
+        "`AlignmentTrainer.apply_peft`, refusing an adapter whose task type is not SEQ_CLS (its score head would stay random)."
+        if peft_config is None and not is_peft_model(model): peft_config = get_peft_config(args, self.peft_task_type)
+        cfg = peft_config if peft_config is not None else unwrap_model(model).active_peft_config if is_peft_model(model) else None
+        if cfg is not None and str(cfg.task_type) not in ('SEQ_CLS', 'TaskType.SEQ_CLS'):
+            raise ValueError(f"a reward model's LoRA adapter needs task_type SEQ_CLS (peft then trains and saves the score head fully), "
+                             f"got {cfg.task_type}; leave --lora_task_type unset")
+        return super().apply_peft(model, peft_config, args)
 
     def _save(self, output_dir:str|None=None, state_dict=None):
         "`Trainer._save`, the tokenizer saved as a reward model's (appending EOS itself: see `reward_tokenizer_to_save`)."
@@ -114,7 +124,10 @@ class RewardModelTrainer(AlignmentTrainer):
     # -- loss ---------------------------------------------------------------------------------------------------
     def pair_rewards(self, model:nn.Module, inputs:dict)->tuple[Tensor, Tensor]:
         "Rewards `[B]` of the chosen and of the rejected texts, from one forward over both."
-        rewards = sequence_rewards(model, inputs['input_ids'], inputs['attention_mask'])
+        ids, am = inputs['input_ids'], inputs['attention_mask']
+        if self.decoder and is_peft_model(model):   # peft's wrapper hides the backbone `sequence_rewards` reads: its own forward,
+            rewards = model(input_ids=ids, attention_mask=am, position_ids=positions_from_mask(am), use_cache=False).logits.squeeze(-1).float()
+        else: rewards = sequence_rewards(model, ids, am)   # which pools at the last token before the pad id the trainer set
         return split_groups(rewards, 2).unbind(1)
 
     def batch_loss(self, model:nn.Module, inputs:dict)->tuple[Tensor, dict[str, Tensor]]:
