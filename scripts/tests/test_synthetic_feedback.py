@@ -133,3 +133,24 @@ def test_bad_input_is_named(model, tmp_path):
     assert r.returncode != 0 and 'needs --model_name_or_path' in r.stderr
     r = run('--mode', 'judge', '--output_path', tmp_path/'x.txt')
     assert r.returncode == 2 and "invalid choice: 'judge'" in r.stderr
+
+
+def test_almost_command_line(model, tmp_path):
+    """ALMoST's flags: --output_dir as the one folder of every stage, rg with --prompt_file_path/--n_shot as one
+    configuration named as ALMoST names it, --use_hf, --cache_dir, and cs with --rubric as a space-separated list
+    (a comma joins tied names)."""
+    d = tmp_path/'almost'
+    d.mkdir()
+    prompts = ['How do I boil an egg?', 'What is a good first pet?']
+    (d/'prompts.txt').write_text('\n'.join(prompts) + '\n')
+    st = last_json(run('--mode', 'rg', '--output_dir', d, '--model_name_or_path', model, '--prompt_file_path', 'faithful',
+                       '--n_shot', 1, '--use_hf', '--cache_dir', tmp_path/'cache', '--max_new_tokens', 4, '--device', 'cpu'))
+    assert st['name'] == 'lm-faithful-1shot' and st['total'] == 2 and (d/'lm-faithful-1shot.jsonl').exists()
+    for name, text in (('hand-good', GOOD), ('hand-ok', OK), ('hand-ok2', OK)):
+        (d/f'{name}.jsonl').write_text(''.join(json.dumps({'index': i, 'prompt': q, 'response': text, 'bad': []}) + '\n'
+                                               for i, q in enumerate(prompts)))
+    st = last_json(run('--mode', 'cs', '--output_dir', d, '--rubric', 'hand-good', 'hand-ok,hand-ok2', '--heuristic', 'False'))
+    recs = [json.loads(l) for l in (d/'comparison.jsonl').read_text().splitlines()]
+    assert st['kept'] == len(recs) == 2 and {x['meta'] for x in recs} <= {'hand-good-vs-hand-ok', 'hand-good-vs-hand-ok2'}
+    r = run('--mode', 'pg', '--output_dir', d, '--model_name_or_path', model, '--use_hf', '--backend', 'vllm')
+    assert r.returncode != 0 and '--use_hf and --backend vllm contradict' in r.stderr
