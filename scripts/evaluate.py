@@ -20,7 +20,7 @@ Tasks (--task) and what they read:
 import json, sys
 from dataclasses import dataclass, field
 
-from social_align.trainers.base import parse_cli
+from social_align.trainers.command_line import parse_cli
 
 TASKS = ('rm_accuracy', 'implicit_reward', 'ab', 'mc1', 'win_rate', 'gen_stats', 'report')
 
@@ -32,7 +32,7 @@ class EvalArguments:
     model_name_or_path: str | None = field(default=None, metadata={'help': 'the model evaluated (reward model for rm_accuracy; policy / policy A otherwise)'})
     ref_model_name_or_path: str | None = field(default=None, metadata={'help': 'the reference policy (implicit_reward, gen_stats KL)'})
     model_b_name_or_path: str | None = field(default=None, metadata={'help': 'policy B of win_rate, when responses are generated'})
-    reward_model_name_or_path: str | None = field(default=None, metadata={'help': 'reward model judging win_rate / scoring gen_stats'})
+    reward_model_name_or_path: str | None = field(default=None, metadata={'help': 'reward model judging win_rate / scoring gen_stats', 'aliases': ['--reward_model_path']})
     judge_model_name_or_path: str | None = field(default=None, metadata={'help': 'causal LM judging win_rate in both answer orders'})
     data_path: str | None = field(default=None, metadata={'help': 'the evaluation data (.jsonl; see the task list)'})
     output: str | None = field(default=None, metadata={'help': 'write the JSON results here (default: print only)'})
