@@ -40,6 +40,7 @@ class EvalArguments:
     beta: float = field(default=0.1, metadata={'help': 'β of the implicit reward'})
     average: bool = field(default=False, metadata={'help': 'implicit_reward: per-token-averaged log-probs (IPO/SSO) instead of sums (DPO)'})
     batch_size: int = field(default=16, metadata={'help': 'sequences per forward'})
+    dialogue_format: str | None = field(default=None, metadata={'help': "rm_accuracy / implicit_reward: how HH-RLHF-shaped pairs are split: None (the record's own form), 'text', 'messages' or 'lmflow' (as the trainers' --dialogue_format)", 'choices': [None, 'text', 'messages', 'lmflow']})
     max_new_tokens: int = field(default=64, metadata={'help': 'generation length (win_rate / gen_stats when generating)'})
     n_samples: int = field(default=1, metadata={'help': 'gen_stats: samples per prompt when generating'})
     temperature: float = field(default=1.0, metadata={'help': 'gen_stats sampling temperature (win_rate generates greedily)'})
@@ -65,7 +66,7 @@ def records(args, schema=None):
     "The --data_path records (with `schema`: validated by `load_records`, HH-RLHF's implicit prompt split); the first --max_examples."
     if schema is not None:
         from social_align.data import load_records
-        recs = load_records(args.data_path, schema)
+        recs = load_records(args.data_path, schema, dialogue_format=args.dialogue_format)
     else:
         from social_align.core import read_jsonl
         recs = read_jsonl(args.data_path)

@@ -16,7 +16,7 @@ from torch import nn, Tensor
 from transformers import Trainer, TrainingArguments, set_seed
 
 from ..core import DataError, atomic_write_json
-from ..data import load_records, get_schema
+from ..data import load_records, get_schema, DIALOGUE_FORMATS
 from ..models import load_tokenizer, load_causal_lm, ensure_pad_token, freeze, eval_mode
 from ..tokenization import response_text, prompt_ids, encode_prompt_response, truncate_pair   # re-exported: their home is social_align.tokenization
 from ..logprobs import make_batch
@@ -53,6 +53,7 @@ class AlignmentConfig(TrainingArguments):
     padding_side: str = field(default='right', metadata={'help': "where padding goes in a batch ('left' or 'right'); results do not depend on it", 'choices': ['left', 'right']})
     dataset_num_proc: int|None = field(default=None, metadata={'help': 'processes for tokenizing the dataset'})
     remove_unused_columns: bool = field(default=False, metadata={'help': 'keep False: the collators read the tokenized columns'})
+    dialogue_format: str|None = field(default=None, metadata={'help': "how HH-RLHF-shaped pairs (no prompt field) and UltraFeedback-shaped ones are split: None keeps each record's own form, 'text', 'messages' (chat turns for the chat template) or 'lmflow' (###Human:/###Assistant:); see data.extract_prompt", 'choices': [None, 'text', 'messages', 'lmflow']})
     disable_dropout: bool = field(default=False, metadata={'help': 'set every dropout of the model (and of the reference) to 0; on by default in the trainers that compare the policy with a frozen reference (DPO/IPO, SSO, RL)'})
     warmup_ratio: float|None = field(default=None, metadata={'help': 'fraction of the steps to warm up over (transformers 4 name; sets warmup_steps, which transformers 5 reads as a fraction when below 1)'})
     # LoRA through peft: TRL's ModelConfig names and defaults
@@ -71,6 +72,7 @@ class AlignmentConfig(TrainingArguments):
     use_bnb_nested_quant: bool = field(default=False, metadata={'help': 'quantize the 4-bit quantization constants too (double quantization)'})
 
     def __post_init__(self):
+        if self.dialogue_format not in DIALOGUE_FORMATS: raise ValueError(f'dialogue_format must be one of {DIALOGUE_FORMATS}, got {self.dialogue_format!r}')
         if self.warmup_ratio is not None:
             if not 0 <= self.warmup_ratio < 1: raise ValueError(f'warmup_ratio must lie in [0, 1), got {self.warmup_ratio}')
             if self.warmup_steps not in (0, self.warmup_ratio):
@@ -87,16 +89,17 @@ class AlignmentConfig(TrainingArguments):
 
 # %% ../../nbs/30_trainer_base.ipynb #329303ea
 def as_dataset(src,                   # a .jsonl/.json path, a list of dicts, or a `datasets.Dataset`
-               schema:str             # the schema every record must follow
+               schema:str,            # the schema every record must follow
+               dialogue_format:str|None=None # how implicit-prompt pairs are split (see `data.extract_prompt`)
               ):
     "Validate `src` against `schema` and return it as a `datasets.Dataset` with every key of every record as a column."
     import datasets, pyarrow
     if isinstance(src, datasets.Dataset):
-        recs = load_records(src, schema)     # names the row and field of a bad record
+        recs = load_records(src, schema, dialogue_format=dialogue_format)     # names the row and field of a bad record
         cols = set(src.column_names)
         if len(recs) == len(src) and all(set(r) == cols for r in recs): return src   # as loaded: keep the Arrow table
         src = None                    # load_records reshaped the records (e.g. HH-RLHF's extracted prompt): build from them
-    else: recs = load_records(src, schema)
+    else: recs = load_records(src, schema, dialogue_format=dialogue_format)
     keys = list(dict.fromkeys(k for r in recs for k in r))
     try: return datasets.Dataset.from_list([{k: r.get(k) for k in keys} for r in recs])
     except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError) as e:
@@ -329,7 +332,7 @@ class AlignmentTrainer(Trainer):
     def prepare_dataset(self, src, tokenizer, args:AlignmentConfig, split:str='train'):
         "Validate and tokenize a dataset (None stays None)."
         if src is None: return None
-        ds = as_dataset(src, self.schema)
+        ds = as_dataset(src, self.schema, args.dialogue_format)
         return tokenize_dataset(ds, lambda rec: self.tokenize_row(rec, tokenizer, args), args.dataset_num_proc,
                                 desc=f'tokenizing {split} data')
 

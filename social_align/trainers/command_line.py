@@ -192,21 +192,22 @@ def parse_script_args(config_class:type,              # the trainer's config cla
                      validate=(lambda sa, *rest: sa.check_data()) if require_data else None)
 
 # %% ../../nbs/38_trainer_command_line.ipynb #31d6fa42
-def _named_rows(script_args:ScriptArguments, split:str, schema:str|None)->list[dict]:
+def _named_rows(script_args:ScriptArguments, split:str, schema:str|None, dialogue_format:str|None=None)->list[dict]:
     rows = load_named_dataset(script_args.dataset_name, script_args.dataset_config, split, script_args.dataset_columns)
     if schema is None: return rows
-    try: return load_records(rows, schema)
+    try: return load_records(rows, schema, dialogue_format=dialogue_format)
     except DataError as e:
         if e.path != 'records row': raise
         raise DataError(e.msg, f'{script_args.dataset_name}[{split}] row', e.line, e.field) from None
 
 def training_data(script_args:ScriptArguments, # the parsed script arguments
-                  schema:str|None=None         # validate a named dataset's rows against this schema
+                  schema:str|None=None,        # validate a named dataset's rows against this schema
+                  dialogue_format:str|None=None # how implicit-prompt pairs are split (`data.extract_prompt`)
                  )->tuple:
     "`(train, eval)` sources for a trainer: the files, or lists of the named dataset's rows (eval None when not asked for)."
     if not script_args.dataset_name: return script_args.data_path, script_args.eval_data_path
-    train = _named_rows(script_args, script_args.dataset_split, schema)
-    ev = _named_rows(script_args, script_args.eval_split, schema) if script_args.eval_split else script_args.eval_data_path
+    train = _named_rows(script_args, script_args.dataset_split, schema, dialogue_format)
+    ev = _named_rows(script_args, script_args.eval_split, schema, dialogue_format) if script_args.eval_split else script_args.eval_data_path
     return train, ev
 
 def _resume_arg(value:str|None):
@@ -219,7 +220,7 @@ def run_training(trainer_class:type,           # an `AlignmentTrainer` subclass
                  **trainer_kwargs)->AlignmentTrainer:
     "Train, save the model and tokenizer (safetensors) and the metrics into `config.output_dir`; returns the trainer."
     script_args.check_data()
-    train, ev = training_data(script_args, getattr(trainer_class, 'schema', None))
+    train, ev = training_data(script_args, getattr(trainer_class, 'schema', None), getattr(config, 'dialogue_format', None))
     tok = load_tokenizer(script_args.tokenizer_name_or_path or script_args.model_name_or_path, padding_side=config.padding_side)
     trainer = trainer_class(model=script_args.model_name_or_path, args=config, train_dataset=train, eval_dataset=ev,
                             processing_class=tok, **trainer_kwargs)
