@@ -412,6 +412,7 @@ def sequence_rewards(model:nn.Module,              # a `*ForSequenceClassificati
                      attention_mask:torch.Tensor    # (batch, seq); 1 for real tokens
                     )->torch.Tensor:
     "Rewards `(batch,)` read at each row's last real token. Differentiable: use it in training too."
+    if hasattr(model, 'get_base_model'): model = model.get_base_model()   # a peft model: its LoRA layers sit inside the base model
     if is_decoder_reward_model(model):
         body = getattr(model, model.base_model_prefix)
         h = body(input_ids=input_ids, attention_mask=attention_mask,
