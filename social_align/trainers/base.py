@@ -397,6 +397,8 @@ def merge_adapter(adapter_dir:str|Path,              # a saved adapter: adapter_
     model = auto.from_pretrained(base, dtype=resolve_dtype(dtype), use_safetensors=True, **({'num_labels': 1} if seq_cls else {}))
     tok_src = adapter_dir if (adapter_dir/'tokenizer_config.json').is_file() else base
     tok = AutoTokenizer.from_pretrained(tok_src)
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:   # the trainer added a pad token: the adapter holds the grown embedding
+        model.resize_token_embeddings(len(tok))
     if tok.pad_token_id is not None: model.config.pad_token_id = tok.pad_token_id
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
