@@ -110,4 +110,22 @@ def test_bad_data_names_file_and_line(tiny, tmp_path):
 
 def test_reward_model_required(tiny, tmp_path):
     r = run('--model_name_or_path', tiny['policy'], '--data_path', tiny['data'], '--output_dir', tmp_path/'out', *FLAGS)
-    assert r.returncode != 0 and '--reward_model_path is required' in r.stderr
+    assert r.returncode != 0 and '--reward_model_name_or_path (or --reward_model_path) is required' in r.stderr
+
+def test_lora_rloo(tiny, tmp_path):
+    "--use_peft with TRL's LoRA flags: the adapter is trained and saved alone; the KL reference is the adapter-off policy (first KL 0)."
+    out = tmp_path/'lora'
+    r = run('--model_name_or_path', tiny['policy'], '--reward_model_name_or_path', tiny['rm'], '--data_path', tiny['data'],
+            '--output_dir', out, '--algorithm', 'rloo', '--num_samples', '2', '--max_steps', '2', '--warmup_ratio', '0.5',
+            '--use_peft', 'True', '--lora_r', '4', '--lora_alpha', '8', '--lora_dropout', '0.0', '--lora_target_modules', 'q_proj', 'v_proj',
+            *FLAGS)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out/'adapter_model.safetensors').exists() and not (out/'model.safetensors').exists()
+    cfg = json.loads((out/'adapter_config.json').read_text())
+    assert (cfg['r'], cfg['lora_alpha'], sorted(cfg['target_modules'])) == (4, 8, ['q_proj', 'v_proj'])
+    assert cfg['base_model_name_or_path'] == str(tiny['policy'])
+    h = history(out)
+    assert [x['step'] for x in h] == [1, 2] and abs(h[0]['kl']) < 1e-6
+    from social_align.trainers.base import merge_adapter
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(merge_adapter(out, tmp_path/'merged'))

@@ -21,13 +21,15 @@ from ..models import (load_tokenizer, load_causal_lm, load_reference_model, load
 from ..logprobs import pad_sequences
 from ..losses.rl import (masked_mean, masked_var, whiten, gae, rloo_advantages, clipped_policy_loss, clipped_value_loss,
                                     kl_penalized_rewards, FixedKLController, AdaptiveKLController)
-from .base import AlignmentConfig, disable_dropout
+from contextlib import contextmanager
+from .base import (AlignmentConfig, disable_dropout, get_peft_config, is_peft_model, with_adapter,
+                                       adapter_disabled, unwrap_model)
 
 # %% auto #0
-__all__ = ['RLConfig', 'rollout_batch', 'response_logprobs', 'value_predictions', 'PolicyAndValue', 'RLState',
-           'value_model_from_policy', 'RLTrainer', 'checkpoints', 'plot_rl', 'PROMPT_SCHEMA', 'load_prompts',
-           'masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss', 'clipped_value_loss',
-           'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController']
+__all__ = ['RLConfig', 'rollout_batch', 'response_logprobs', 'value_predictions', 'PolicyAndValue', 'RLState', 'merged_weights',
+           'value_model_from_policy', 'RLTrainer', 'checkpoints', 'load_adapter_into', 'plot_rl', 'PROMPT_SCHEMA',
+           'load_prompts', 'masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss',
+           'clipped_value_loss', 'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController']
 
 # %% ../../nbs/37_trainer_rl.ipynb #cbac4412
 _all_ = ['PROMPT_SCHEMA', 'load_prompts', 'masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss', 'clipped_value_loss', 'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController']
@@ -55,7 +57,7 @@ class RLConfig(AlignmentConfig):
     whiten_advantages: bool = field(default=True, metadata={'help': 'normalise advantages to mean 0, std 1 over each rollout batch'})
     whiten_rewards: bool = field(default=False, metadata={'help': 'rescale per-token rewards to std 1 (mean kept) before GAE (ppo)'})
     missing_eos_penalty: float|None = field(default=None, metadata={'help': 'subtracted from the score of responses that hit max_new_tokens without EOS'})
-    reward_model_path: str|None = field(default=None, metadata={'help': 'the reward model: a local folder or hub name of a 1-output sequence-classification model'})
+    reward_model_path: str|None = field(default=None, metadata={'help': 'the reward model: a local folder or hub name of a 1-output sequence-classification model (--reward_model_name_or_path is the same flag, the name raft.py uses)', 'aliases': ['--reward_model_name_or_path']})
     value_model_path: str|None = field(default=None, metadata={'help': "ppo's value model (default: a copy of the reward model if it shares the policy's tokenizer, else the policy with a fresh value head)"})
     reward_batch_size: int = field(default=32, metadata={'help': 'texts per reward-model forward'})
     reward_max_length: int|None = field(default=None, metadata={'help': 'longest prompt+response for the reward model, in tokens (cut from the left)'})
@@ -147,12 +149,30 @@ def _as_reward_funcs(funcs)->list[Callable]:
 
 def _same_vocab(a, b)->bool: return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())
 
+@contextmanager
+def merged_weights(model:nn.Module): # a transformers model, or a peft model (possibly wrapped for distributed training)
+    "Inside the block: the model's `(name, tensor)` weights under plain transformers names; a peft model's with its adapter merged in (unmerged after)."
+    model = unwrap_model(model)
+    if not is_peft_model(model):
+        yield [(n, p.detach()) for n, p in model.named_parameters()]
+        return
+    model.merge_adapter()
+    try:
+        out = []
+        for n, p in model.named_parameters():
+            if '.lora_' in n or '.original_module.' in n: continue
+            out.append((n.removeprefix('base_model.model.').replace('.base_layer', '').replace('.modules_to_save.default', ''), p.detach()))
+        yield out
+    finally: model.unmerge_adapter()
+
 def value_model_from_policy(policy:nn.Module)->nn.Module:
-    "A 1-output sequence-classification model with the policy's body and a zero-initialised value head."
+    "A 1-output sequence-classification model with the policy's body (a peft policy's with its adapter merged) and a zero-initialised value head."
     from transformers import AutoModelForSequenceClassification
-    cfg = copy.deepcopy(policy.config); cfg.num_labels = 1
+    base = unwrap_model(policy).get_base_model() if is_peft_model(policy) else policy
+    cfg = copy.deepcopy(base.config); cfg.num_labels = 1
     vm = AutoModelForSequenceClassification.from_config(cfg)
-    getattr(vm, vm.base_model_prefix).load_state_dict(getattr(policy, policy.base_model_prefix).state_dict())
+    pre = base.base_model_prefix + '.'
+    with merged_weights(policy) as w: getattr(vm, vm.base_model_prefix).load_state_dict({n[len(pre):]: t for n, t in w if n.startswith(pre)})
     nn.init.zeros_(vm.score.weight)
     if getattr(vm.score, 'bias', None) is not None: nn.init.zeros_(vm.score.bias)
     return vm.to(next(policy.parameters()).device, next(policy.parameters()).dtype)
@@ -171,7 +191,8 @@ class RLTrainer:
                  reward_processing_class=None,    # its tokenizer (default: from its folder, else the policy's)
                  reward_funcs:Callable|Sequence[Callable]|None=None, # functions response text -> float, added to the score
                  value_model:nn.Module|str|Path|None=None, # PPO's value model (default: see `RLConfig.value_model_path`)
-                 ref_model:nn.Module|str|Path|None=None):  # the frozen reference (default: a copy of the starting policy)
+                 ref_model:nn.Module|str|Path|None=None,   # the frozen reference (default: a copy of the starting policy; the adapter-off policy with LoRA)
+                 peft_config=None):               # a `peft.LoraConfig`: train a LoRA adapter on the policy (default: from `args.use_peft`)
         from accelerate import Accelerator
         args = args or RLConfig(output_dir='runs/RLTrainer')
         if not isinstance(args, RLConfig): raise TypeError(f'args must be an RLConfig, got {type(args).__name__}')
@@ -197,8 +218,10 @@ class RLTrainer:
         if reward_model is not None and reward_processing_class is None: reward_processing_class = self.tokenizer
         self.reward_model = freeze(reward_model).to(dev) if reward_model is not None else None
         self.reward_tokenizer = reward_processing_class
-        # reference, value model
-        self.ref_model = (load_reference_model(ref_model, device='cpu') if ref_model is not None else load_reference_model(model)).to(dev)
+        # reference, value model; with LoRA the reference is the policy with its adapter disabled (no copy)
+        if peft_config is None and not is_peft_model(model): peft_config = get_peft_config(args)   # a peft model given goes on with its adapter
+        if ref_model is None and (peft_config is not None or is_peft_model(model)): self.ref_model = None
+        else: self.ref_model = (load_reference_model(ref_model, device='cpu') if ref_model is not None else load_reference_model(model)).to(dev)
         if args.algorithm == 'ppo':
             value_model = value_model if value_model is not None else args.value_model_path
             if isinstance(value_model, (str, Path)):    # a value model may start from any folder: a fresh head is trained
@@ -211,6 +234,9 @@ class RLTrainer:
                 raise ValueError('the value model must be a decoder *ForSequenceClassification model (a body and a `score` head)')
             value_model.requires_grad_(True).eval()
         else: value_model = None
+        if peft_config is not None:
+            with torch.random.fork_rng(devices=[]):   # the adapter's random init (lora_A) comes from the seed
+                torch.manual_seed(args.seed); model = with_adapter(model, peft_config, args.gradient_checkpointing)
         model.eval()            # no dropout: the rollout and update forwards must agree
         for m in (model, value_model, self.ref_model, self.reward_model):
             if m is not None: disable_dropout(m)   # and none if anything puts a model in train mode
@@ -269,7 +295,9 @@ def _start_vllm(self:RLTrainer, policy:nn.Module)->Generator:
     folder = [None]
     if acc.is_main_process:      # one copy of the starting weights, read by every process's engine
         folder[0] = tempfile.mkdtemp(prefix='rl-vllm-')
-        policy.save_pretrained(folder[0], safe_serialization=True); self.tokenizer.save_pretrained(folder[0])
+        base = unwrap_model(policy).get_base_model() if is_peft_model(policy) else policy
+        with merged_weights(policy) as w: base.save_pretrained(folder[0], state_dict=dict(w), safe_serialization=True)   # a peft policy: merged
+        self.tokenizer.save_pretrained(folder[0])
     self._vllm_dir = broadcast_object_list(folder)[0]
     acc.wait_for_everyone()
     return VLLMGenerator(self._vllm_dir, tokenizer=self.tokenizer, dtype=next(policy.parameters()).dtype, enforce_eager=True,
@@ -278,9 +306,8 @@ def _start_vllm(self:RLTrainer, policy:nn.Module)->Generator:
 
 @patch
 def push_weights(self:RLTrainer):
-    "Load the policy's current weights into the vLLM engine in place (vLLM re-runs its post-load weight processing)."
-    weights = [(n, p.detach()) for n, p in self.policy.named_parameters()]
-    self.vllm.llm.collective_rpc('reload_weights', kwargs={'weights_iterator': weights})
+    "Load the policy's current weights (a LoRA policy's merged: base + adapter) into the vLLM engine in place (vLLM re-runs its post-load weight processing)."
+    with merged_weights(self.policy) as weights: self.vllm.llm.collective_rpc('reload_weights', kwargs={'weights_iterator': weights})
     self.vllm.llm.reset_prefix_cache()
     self._vllm_stale = False
 
@@ -314,6 +341,13 @@ def score(self:RLTrainer, prompts:list, texts:list[str], finished:list[bool], ge
 # %% ../../nbs/37_trainer_rl.ipynb #0e87c117
 @patch
 @torch.no_grad()
+def reference_logits(self:RLTrainer, fwd:dict)->Tensor:
+    "The frozen reference's logits on a batch: `ref_model`'s, or (LoRA) the policy's with its adapter disabled."
+    if self.ref_model is not None: return self.ref_model(**fwd, use_cache=False).logits
+    with adapter_disabled(self.policy): return self.policy(**fwd, use_cache=False).logits
+
+@patch
+@torch.no_grad()
 def rollout(self:RLTrainer, step:int)->dict:
     "Sample, score and evaluate one rollout batch of this process (everything the update needs)."
     args, k, tok, dev = self.args, self.args.num_samples, self.tokenizer, self.accelerator.device
@@ -327,14 +361,14 @@ def rollout(self:RLTrainer, step:int)->dict:
     flat = [c for cs in comps for c in cs]                          # prompt-major: the k samples of a prompt together
     p_ids = [gen.encode(gen.format(prompts[c.prompt_index])) for c in flat]
     batch = rollout_batch(p_ids, [c.token_ids or [tok.eos_token_id] for c in flat], tok.pad_token_id)
-    finished = [bool(c.token_ids) and c.token_ids[-1] == tok.eos_token_id for c in flat]
+    finished = [bool(c.token_ids) and c.finish_reason == 'stop' for c in flat]   # ended at a stop token (no stop strings are given)
     scores = self.score([prompts[c.prompt_index] for c in flat], [c.text for c in flat], finished, gen)
     batch = {k_: (v.to(dev) if torch.is_tensor(v) else v) for k_, v in batch.items()}
     fwd = {k_: batch[k_] for k_ in ('input_ids', 'attention_mask', 'position_ids')}
     mask = batch['response_mask'].bool()
     logits, values = self.model(**fwd, prompt_length=batch['prompt_length'])
     logps, entropy = response_logprobs(logits, batch, args.temperature)
-    ref_logps, _ = response_logprobs(self.ref_model(**fwd, use_cache=False).logits, batch, args.temperature)
+    ref_logps, _ = response_logprobs(self.reference_logits(fwd), batch, args.temperature)
     logps, ref_logps = logps * mask, ref_logps * mask
     beta, scores = self.kl_ctl.value, scores.to(dev)
     rewards, kl = kl_penalized_rewards(logps, ref_logps, mask, scores, beta)
@@ -446,9 +480,17 @@ def checkpoints(output_dir:str|Path)->dict[int, Path]:
     return dict(sorted(found.items()))
 
 # %% ../../nbs/37_trainer_rl.ipynb #14be4632
+def load_adapter_into(model:nn.Module, folder:str|Path):
+    "Load the adapter saved in `folder` (`adapter_model.safetensors`) into the peft `model`, in place; a mismatch names the keys."
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+    if not (Path(folder)/'adapter_config.json').exists(): raise ValueError(f'{folder}: no adapter_config.json, but the model carries a LoRA adapter')
+    res = set_peft_model_state_dict(unwrap_model(model), load_peft_weights(str(folder), device='cpu'))
+    if res.unexpected_keys: raise ValueError(f'{folder}: the adapter does not fit the model: unexpected keys {res.unexpected_keys[:5]}')
+
 @patch
 def save_model(self:RLTrainer, output_dir:str|Path|None=None):
-    "Save the policy (safetensors) + tokenizer + training_args.json, and for PPO the value model in `value_model/`."
+    "Save the policy (safetensors; a LoRA policy: the adapter only) + tokenizer + training_args.json, and for PPO the value model in `value_model/`."
     out = Path(output_dir or self.args.output_dir)
     self.accelerator.wait_for_everyone()
     if self.is_world_process_zero():
@@ -493,6 +535,7 @@ def _load_checkpoint(self:RLTrainer, which)->int:
     if not (ck/'rl_state.json').exists(): raise FileNotFoundError(f'{ck} is not an RL checkpoint (no rl_state.json)')
     st = read_json(ck/'rl_state.json')
     def load_into(model, folder):
+        if is_peft_model(model): return load_adapter_into(model, folder)
         sd = {}
         for f in sorted(Path(folder).glob('*.safetensors')): sd.update(load_file(f))
         try: model.load_state_dict(sd)
