@@ -18,6 +18,19 @@ trained on the toy world's text.
     python scripts/bench_trainers.py                       # hidden 256, 4 layers, vocab 1000 (~4.7M parameters)
     python scripts/bench_trainers.py --steps 40 --batch-size 16 --threads 2 --json bench.json
     python scripts/bench_trainers.py --quick               # a smoke run of a few steps on a smaller model
+    python scripts/bench_trainers.py --only memory         # only the memory of DPO's three kinds of reference
+
+Memory (--only memory, and part of every full run): social_align's DPO with its three kinds of reference, side by
+side, on the same model, data and steps: a separate frozen copy of the policy (the default), reference log-probs
+precomputed before training (precompute_ref_log_probs, the copy freed), and LoRA (peft_config, r=--lora-r on every
+linear layer) whose reference is the policy with its adapter disabled (no copy). Each runs in a fresh child process,
+since a process's peak RSS only grows: the child builds the model and data, resets its peak RSS to its current RSS
+(Linux: /proc/self/clear_refs; where that is refused, the peak so far stands), notes it, builds the trainer and trains
+--warmup + --steps steps, and reports its peak RSS (VmHWM), the rise over the note (what the trainer added: reference, optimizer state, activations, tokenized data), the exact bytes of
+the weights it holds (policy + reference) and of the optimizer state, and the median step time. (tracemalloc does not
+see torch's allocations, and CPU torch keeps no allocator statistics, so RSS is the measure of the process; the byte
+counts are exact but leave out activations.) LoRA also trains fewer weights, so its optimizer state is smaller too:
+the weight and optimizer columns show what comes from the reference and what from the adapter.
 
 On a CPU shared with other busy processes, use --threads 1 and --repeats 2 or more: more than one OpenMP thread
 per process then makes every step many times slower and the timings swing from run to run.
@@ -36,8 +49,10 @@ def parse_args(argv=None):
     p.add_argument('--layers', type=int, default=4, help='model layers (default 4)')
     p.add_argument('--vocab', type=int, default=1000, help='BPE vocabulary size (default 1000)')
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch.get_num_threads())')
-    p.add_argument('--only', choices=['dpo', 'ipo', 'reward'], action='append', default=None,
-                   help='run only this comparison (repeatable; default: all three)')
+    p.add_argument('--only', choices=['dpo', 'ipo', 'reward', 'memory'], action='append', default=None,
+                   help='run only this comparison (repeatable; default: all four)')
+    p.add_argument('--lora-r', type=int, default=16, help='LoRA rank of the adapter-off reference run of the memory comparison (default 16)')
+    p.add_argument('--memory-child', default=None, help=argparse.SUPPRESS)   # one variant of the memory comparison, in a child process
     p.add_argument('--repeats', type=int, default=1, help='runs of each trainer, alternating which goes first; the best run counts (default 1)')
     p.add_argument('--quick', action='store_true', help='smoke run: hidden 64, 2 layers, vocab 400, 1 warm-up + 3 timed steps, batch 4, 1 thread')
     p.add_argument('--seed', type=int, default=0)
@@ -104,8 +119,91 @@ def matmul_flops(m:int, k:int, n:int, seconds:float=1.0)->float:
     return 2 * m * k * n / best
 
 
+MEMORY_VARIANTS = {'separate': 'separate reference (a frozen copy)', 'precomputed': 'precomputed reference log-probs',
+                   'adapter_off': 'LoRA, adapter-off reference'}
+
+
+def rss_mb(key:str='VmHWM')->float:
+    "This process's resident set size (VmRSS) or its peak (VmHWM) from /proc/self/status, in MiB; ru_maxrss where there is no /proc."
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(key + ':'): return int(line.split()[1]) / 1024
+    except OSError: pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux; the peak only
+
+
+def reset_peak_rss()->bool:
+    "Reset this process's peak RSS (VmHWM) to its current RSS (Linux: write 5 to /proc/self/clear_refs); False if it cannot."
+    try:
+        with open('/proc/self/clear_refs', 'w') as f: f.write('5')
+        return True
+    except OSError: return False
+
+
+def tensor_mb(tensors)->float:
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def memory_child(args, variant:str)->dict:
+    "Train DPO with one kind of reference in this (fresh) process; its peak memory and step time."
+    import gc, statistics, torch, datasets, transformers
+    warnings.filterwarnings('ignore')
+    transformers.logging.set_verbosity_error(); datasets.disable_progress_bars()
+    if args.threads: torch.set_num_threads(args.threads)
+    from social_align.models import train_bpe_tokenizer, build_tiny_causal_lm
+    from social_align.toyworld import toy_preferences, toy_corpus
+    from social_align.trainers.dpo import PreferenceTrainer, PreferenceConfig
+    tok = train_bpe_tokenizer(toy_corpus(), vocab_size=args.vocab, chat_template=None)
+    policy = build_tiny_causal_lm(tok, seed=args.seed, hidden_size=args.hidden, num_layers=args.layers,
+                                  num_heads=max(1, args.hidden // 64), intermediate_size=4 * args.hidden)
+    prefs = toy_preferences(seed=args.seed)
+    gc.collect(); reset = reset_peak_rss(); before = rss_mb('VmRSS' if reset else 'VmHWM')   # building the tokenizer peaks higher
+    cfg = PreferenceConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size, max_steps=args.warmup + args.steps,
+                           learning_rate=1e-5, optim='adamw_torch', lr_scheduler_type='constant', save_strategy='no', report_to='none',
+                           seed=args.seed, disable_tqdm=True, use_cpu=True, bf16=False, dataloader_num_workers=0, max_length=args.max_length,
+                           logging_steps=args.warmup + args.steps, precompute_ref_log_probs=variant == 'precomputed')
+    kw = {}
+    if variant == 'adapter_off':
+        from peft import LoraConfig
+        kw['peft_config'] = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules='all-linear', task_type='CAUSAL_LM')
+    trainer = PreferenceTrainer(policy, cfg, train_dataset=prefs, processing_class=tok, **kw)
+    held = [*trainer.model.parameters(), *(trainer.ref_model.parameters() if trainer.ref_model is not None else [])]
+    r = timed_train(trainer, args.warmup, args.steps)
+    opt = [v for st in trainer.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+    peak = rss_mb('VmHWM')
+    return dict(variant=variant, peak_rss_mb=peak, rss_before_trainer_mb=before, rss_rise_mb=peak - before, peak_reset=reset,
+                weights_mb=tensor_mb(held), reference_copy=trainer.ref_model is not None, optimizer_state_mb=tensor_mb(opt),
+                trainable=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+                median_step_s=1 / r['median_steps_per_s'], steps_per_s=r['steps_per_s'])
+
+
+def memory_comparison(args, argv)->dict:
+    "Run each DPO reference variant in its own child process and print the table."
+    import subprocess
+    out = {}
+    for v, label in MEMORY_VARIANTS.items():
+        p = subprocess.run([sys.executable, __file__, *argv, '--memory-child', v], capture_output=True, text=True)
+        if p.returncode != 0: raise RuntimeError(f'the {v} memory run failed:\n{p.stderr[-3000:]}')
+        out[v] = json.loads(p.stdout.strip().splitlines()[-1])
+    print(f'\nmemory of DPO by kind of reference (each in a fresh process; peak RSS while the trainer is built and trains, and its rise '
+          f'over the RSS before; weights and optimizer state: exact bytes):')
+    print(f'{"":43s} {"peak RSS":>10s} {"rise":>9s} {"weights":>9s} {"optimizer":>10s} {"trainable":>10s} {"step":>9s}')
+    for v, label in MEMORY_VARIANTS.items():
+        m = out[v]
+        print(f'memory {label:36s} {m["peak_rss_mb"]:7.1f} MiB {m["rss_rise_mb"]:6.1f} MiB {m["weights_mb"]:6.2f} MiB '
+              f'{m["optimizer_state_mb"]:7.2f} MiB {m["trainable"]:10d} {m["median_step_s"]*1000:6.1f} ms'
+              + ('' if v != 'adapter_off' or not m['reference_copy'] else '  (this PreferenceTrainer still copies the reference)'))
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(memory_child(args, args.memory_child)))
+        return
+    argv = list(sys.argv[1:] if argv is None else argv)
     import torch, datasets, transformers
     warnings.filterwarnings('ignore')
     transformers.logging.set_verbosity_error(); datasets.disable_progress_bars()
@@ -161,7 +259,7 @@ def main(argv=None):
                                            args=trl.RewardConfig(output_dir=out_dir, max_length=args.max_length, **common))
         return ours, theirs, 6 * (sum(p.numel() for p in rm.parameters()) - rm.get_input_embeddings().weight.numel())
 
-    wanted = args.only or ['dpo', 'ipo', 'reward']
+    wanted = args.only or ['dpo', 'ipo', 'reward', 'memory']
     pairs = {label: (dpo_pair(lt) if label != 'reward' else reward_pair())
              for label, lt in (('dpo', 'sigmoid'), ('ipo', 'ipo'), ('reward', None)) if label in wanted}
     for label, (ours, theirs, flops_per_token) in pairs.items():
@@ -174,22 +272,23 @@ def main(argv=None):
         ratios[label] = {k: results[f'{label} social_align'][k] / results[f'{label} trl'][k] for k in keys}
     if args.repeats > 1: print(f'(best of {args.repeats} runs below)')
 
-    # the machine's matmul speed on the model's own shapes: [tokens of a step, hidden] @ [hidden, 4*hidden]
-    step_tokens = int(next(iter(results.values()))['tokens'] / args.steps)
-    peak = matmul_flops(step_tokens, args.hidden, 4 * args.hidden)
-    print(f'\nmatmul [{step_tokens} x {args.hidden}] @ [{args.hidden} x {4*args.hidden}] on {threads} thread(s): {peak/1e9:.2f} GFLOP/s')
-    for name, r in results.items():
-        r['share_of_matmul_flops'] = r['model_flops_per_s'] / peak
-        ref = ' (+2N reference forward: {:.1%})'.format(r['share_of_matmul_flops'] / 3) if not name.startswith('reward') else ''
-        print(f'{name:22s} model FLOP/s = {r["share_of_matmul_flops"]:.1%} of matmul FLOP/s{ref}')
-    print('\nratios ours / TRL (target >= 1.0):')
-    for label, rt in ratios.items():
-        print(f'ratio {label:7s} steps/s {rt["steps_per_s"]:.2f}  tokens/s {rt["tokens_per_s"]:.2f}   '
-              f'(median step: steps/s {rt["median_steps_per_s"]:.2f}  tokens/s {rt["median_tokens_per_s"]:.2f})')
+    peak = None
+    if results:   # the machine's matmul speed on the model's own shapes: [tokens of a step, hidden] @ [hidden, 4*hidden]
+        step_tokens = int(next(iter(results.values()))['tokens'] / args.steps)
+        peak = matmul_flops(step_tokens, args.hidden, 4 * args.hidden)
+        print(f'\nmatmul [{step_tokens} x {args.hidden}] @ [{args.hidden} x {4*args.hidden}] on {threads} thread(s): {peak/1e9:.2f} GFLOP/s')
+        for name, r in results.items():
+            r['share_of_matmul_flops'] = r['model_flops_per_s'] / peak
+            ref = ' (+2N reference forward: {:.1%})'.format(r['share_of_matmul_flops'] / 3) if not name.startswith('reward') else ''
+            print(f'{name:22s} model FLOP/s = {r["share_of_matmul_flops"]:.1%} of matmul FLOP/s{ref}')
+        print('\nratios ours / TRL (target >= 1.0):')
+        for label, rt in ratios.items():
+            print(f'ratio {label:7s} steps/s {rt["steps_per_s"]:.2f}  tokens/s {rt["tokens_per_s"]:.2f}   '
+                  f'(median step: steps/s {rt["median_steps_per_s"]:.2f}  tokens/s {rt["median_tokens_per_s"]:.2f})')
+    memory = memory_comparison(args, [a for a in argv if a != '--json' and a != args.json]) if 'memory' in wanted else None
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(config=vars(args), threads=threads, params=n_params, matmul_params=n_matmul, matmul_flops_per_s=peak,
-                           results=results, ratios=ratios), f, indent=1)
-
+                           results=results, ratios=ratios, memory=memory), f, indent=1)
 
 if __name__ == '__main__': main()
