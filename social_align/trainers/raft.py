@@ -17,6 +17,8 @@ from ..generation import Generator, HFGenerator, check_prompts
 from ..models import eval_mode, format_prompt, save_model, score_texts
 from ..tokenization import distinct_n, pair_text   # distinct_n: importable from here too
 from ..data import load_prompts      # the prompt reader of every stage; importable from here too
+from .base import get_peft_config, is_peft_model, with_adapter
+from .rl import merged_weights, load_adapter_into
 
 # %% auto #0
 __all__ = ['RAFT_OWNS', 'FINETUNE_FREE', 'CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'degenerate_reason', 'mask_degenerate',
@@ -221,7 +223,8 @@ def batch_stats(b:ScoredBatch)->dict:
 RAFT_OWNS = ('output_dir', 'save_', 'eval_', 'do_', 'per_device_eval_batch_size', 'prediction_loss_only', 'include_for_metrics',
              'batch_eval_metrics', 'load_best_model_at_end', 'metric_for_best_model', 'greater_is_better', 'resume_from_checkpoint',
              'ignore_data_skip', 'restore_callback_states_from_checkpoint', 'enable_jit_checkpoint', 'push_to_hub', 'hub_',
-             'local_rank', 'ddp_', 'fsdp', 'deepspeed', 'parallelism_config', 'remove_unused_columns', 'use_peft', 'lora_', 'peft_')
+             'local_rank', 'ddp_', 'fsdp', 'deepspeed', 'parallelism_config', 'remove_unused_columns', 'load_in_4bit', 'load_in_8bit',
+             'bnb_', 'use_bnb_nested_quant')
 FINETUNE_FREE = ('report_to', 'run_name', 'project', 'trackio_', 'logging_', 'log_level', 'log_on_each_node', 'disable_tqdm',
                  'include_num_input_tokens_seen', 'skip_memory_metrics', 'dataloader_num_workers', 'dataloader_pin_memory',
                  'dataloader_persistent_workers', 'dataloader_prefetch_factor')
@@ -274,7 +277,8 @@ def finetune_config(config:RAFTConfig,
     if bad := [k for k in ft if k in own]:
         raise ValueError(f'finetune_args {bad}: these are RAFTConfig settings (one name each), set them there')
     if bad := [k for k in ft if _named(k, RAFT_OWNS)]:
-        raise ValueError(f'finetune_args {bad}: RAFT decides these itself (its own per-iteration checkpoints, no eval set, one process)')
+        raise ValueError(f'finetune_args {bad}: RAFT decides these itself (its own per-iteration checkpoints, no eval set, one process, '
+                         'models loaded by the caller)')
     known = {f.name for f in _finetune_fields()}
     if bad := [k for k in ft if k not in known]: raise ValueError(f'finetune_args {bad}: not TrainingArguments/SFTConfig settings')
     kw = dict(output_dir=str(Path(config.output_dir)/'sft'), learning_rate=config.learning_rate,
@@ -328,7 +332,8 @@ def save_checkpoint(output_dir:str|Path, iteration:int, policy:nn.Module, tokeni
     return final
 
 def load_weights_into(policy:nn.Module, path:str|Path):
-    "Copy the weights saved in `path` (safetensors) into `policy`, in place (its device and dtype stay)."
+    "Copy the weights saved in `path` (safetensors) into `policy`, in place (its device and dtype stay); a LoRA policy: its adapter."
+    if is_peft_model(policy): return load_adapter_into(policy, path)
     loaded = type(policy).from_pretrained(str(path), dtype=next(policy.parameters()).dtype, use_safetensors=True)
     policy.load_state_dict(loaded.state_dict())   # strict: a different architecture fails, naming the keys
     del loaded; gc.collect()
@@ -369,7 +374,8 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
          config:RAFTConfig|None=None,
          generator:Generator|Callable|None=None, # a Generator on the policy, a factory (policy, tokenizer) -> Generator, or None: HFGenerator
          settings:dict|None=None,          # what else identifies the run (model names, ...), checked on resume like the config
-         finetune_args:dict|None=None      # further `TrainingArguments` settings of the finetuning step (see `finetune_config`)
+         finetune_args:dict|None=None,     # further `TrainingArguments` settings of the finetuning step (see `finetune_config`)
+         peft_config=None                  # a `peft.LoraConfig`: finetune a LoRA adapter (default: from finetune_args' `use_peft`, `lora_*`)
         )->list[dict]:
     "Run (or resume) RAFT; returns the record of every iteration, oldest first."
     config = (config or RAFTConfig()).check()
@@ -378,7 +384,11 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
                            'start it with python, not with a multi-process launcher')
     prompts = check_prompts(prompts)
     if not prompts: raise ValueError('raft needs at least one prompt')
-    finetune_config(config, 1, finetune_args)   # a bad finetuning setting fails now, not after the first sampling
+    ft_config = finetune_config(config, 1, finetune_args)   # a bad finetuning setting fails now, not after the first sampling
+    if peft_config is None and not is_peft_model(policy): peft_config = get_peft_config(ft_config)
+    if peft_config is not None:
+        with torch.random.fork_rng(devices=[]):   # the adapter's random init comes from the seed (a rerun starts from the same adapter)
+            torch.manual_seed(config.seed); policy = with_adapter(policy, peft_config, config.gradient_checkpointing)   # into `policy`'s modules
     out = Path(config.output_dir); out.mkdir(parents=True, exist_ok=True)
     _check_resume_config(out, config, prompts, settings, finetune_args)
     config.to_json(out/'raft_config.json')
