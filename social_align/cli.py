@@ -30,6 +30,11 @@ def _parser()->argparse.ArgumentParser:
     d.add_argument('--check-browser', action='store_true', help='also open every page in headless Chromium and check what CI checks')
     d.add_argument('--execute', action='store_true',
                    help='first run (test) the notebooks that have no current outputs from a test run, so every page shows its outputs')
+    m = sub.add_parser('merge-adapter', help='fold a saved LoRA adapter into its base model: a plain transformers folder (safetensors)')
+    m.add_argument('adapter_dir', help='the adapter a trainer saved with --use_peft (adapter_config.json, adapter_model.safetensors)')
+    m.add_argument('output_dir', help='where the merged model and its tokenizer go')
+    m.add_argument('--base-model', '--base_model', default=None, help="the base it was trained on (default: the adapter config's base_model_name_or_path)")
+    m.add_argument('--dtype', default='auto', help="dtype of the merged weights: auto (the base's), fp32, bf16, fp16")
     return p
 
 def main(argv:list[str]|None=None)->int:
@@ -56,6 +61,12 @@ def main(argv:list[str]|None=None)->int:
                 if not r.passed: print(f'FAIL {r.name}: {r.detail}')
             print(f'checked {len(res)} pages in Chromium ({sum(r.passed for r in res)} passed); screenshots in {out/"_screenshots"}')
             return 0 if all(r.passed for r in res) else 1
+        return 0
+    if args.command == 'merge-adapter':
+        from social_align.trainers.base import merge_adapter
+        try: out = merge_adapter(args.adapter_dir, args.output_dir, base_model=args.base_model, dtype=args.dtype)
+        except (FileNotFoundError, ValueError, OSError) as e: sys.exit(f'social-align merge-adapter: error: {e}')
+        print(f'merged {args.adapter_dir} into {out}')
         return 0
     if args.command == 'quickstart':
         from social_align.quickstart import quickstart, REDUCED_SETTINGS
