@@ -7,17 +7,16 @@ from __future__ import annotations
 import argparse, os, sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, TYPE_CHECKING
+from typing import Callable, Sequence
 
 import torch
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainingArguments
 from transformers.hf_argparser import string_to_bool
 
 from ..core import DataError, atomic_write_json
 from ..data import load_records
 from ..models import load_tokenizer
 
-if TYPE_CHECKING: from social_align.trainers.base import AlignmentConfig, AlignmentTrainer
 
 # %% auto #0
 __all__ = ['FLAG_ALIASES', 'HelpFormatter', 'ScriptArguments', 'parse_columns', 'load_named_dataset', 'flag_value', 'flag_is_on',
@@ -216,8 +215,8 @@ def _resume_arg(value:str|None):
 
 def run_training(trainer_class:type,           # an `AlignmentTrainer` subclass
                  script_args:ScriptArguments,
-                 config:AlignmentConfig,
-                 **trainer_kwargs)->AlignmentTrainer:
+                 config:TrainingArguments,      # the trainer's config (an `AlignmentConfig` subclass)
+                 **trainer_kwargs)->Trainer:    # the trained `AlignmentTrainer`
     "Train, save the model and tokenizer (safetensors) and the metrics into `config.output_dir`; returns the trainer."
     script_args.check_data()
     train, ev = training_data(script_args, getattr(trainer_class, 'schema', None), getattr(config, 'dialogue_format', None))
