@@ -17,6 +17,9 @@ memory instead of two). Every transformers TrainingArguments flag works too.
 Writes model.safetensors, the tokenizer, train_results.json (eval_rewards/accuracies etc. with eval data) and
 trainer_state.json into --output_dir. Resume with --resume_from_checkpoint PATH|True, giving the same starting model
 (the reference is built from it, not from the checkpoint).
+With --use_peft True (LoRA: --lora_r, --lora_alpha, --lora_target_modules, ...) the reference is the model with its adapter off (no
+second copy) and only the adapter is saved
+(adapter_model.safetensors, adapter_config.json); `social-align merge-adapter OUTPUT_DIR MERGED` makes a plain model.
 """
 import sys
 from dataclasses import dataclass, field

@@ -16,6 +16,8 @@ ALMoST's reward-model command works as written (it passes --train_reward_model T
 
 Writes model.safetensors, the tokenizer, train_results.json (with eval_accuracy when eval data is given) and
 trainer_state.json into --output_dir. Multi-GPU: `accelerate launch scripts/train_reward.py ...`.
+With --use_peft True (LoRA: --lora_r, --lora_alpha, --lora_target_modules, ...) only the adapter (with the score head) is saved
+(adapter_model.safetensors, adapter_config.json); `social-align merge-adapter OUTPUT_DIR MERGED` makes a plain model.
 """
 import sys
 from dataclasses import dataclass, field

@@ -1,7 +1,7 @@
 """Supervised finetuning with the loss on the response only (social_align.trainers.sft.SFTTrainer).
 
-Data: a .jsonl/.json file of `sft` records, `{"prompt": ..., "completion": ...}` or `{"messages": [...]}` (the last
-message is the assistant turn to learn). Every `transformers.TrainingArguments` flag works, plus the SFT settings
+Data: a .jsonl/.json file of `sft` records, `{"prompt": ..., "completion": ...}` or `{"messages": [...]}` (every
+assistant turn is learned, through the chat template when the tokenizer has one). Every `transformers.TrainingArguments` flag works, plus the SFT settings
 (--completion_only_loss, --packing, --block_size) and the length settings (--max_length, --truncation_side, ...).
 
 Example (ALMoST's SFT settings; LMFlow's recipe adds --packing True --block_size 1024 --num_train_epochs 2):
@@ -11,6 +11,8 @@ Example (ALMoST's SFT settings; LMFlow's recipe adds --packing True --block_size
         --per_device_train_batch_size 4 --gradient_accumulation_steps 8 --bf16 True
 
 Writes model.safetensors, the tokenizer, train_results.json and trainer_state.json into --output_dir.
+With --use_peft True (LoRA: --lora_r, --lora_alpha, --lora_target_modules, ...) only the adapter is saved
+(adapter_model.safetensors, adapter_config.json); `social-align merge-adapter OUTPUT_DIR MERGED` makes a plain model.
 Multi-GPU: `accelerate launch scripts/train_sft.py ...` (add --fsdp / --deepspeed flags as usual).
 """
 import sys
