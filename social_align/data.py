@@ -244,6 +244,14 @@ def _as_format(p:list, c:list, r:list, fmt:str|None):
     resp = lambda ms: render_dialogue(p + ms, style)[len(prompt) + 1:]   # the text after the prompt's marker and its space
     return prompt, resp(c), resp(r)
 
+def _split_same(c:list, r:list)->tuple[list, list, list]:
+    "(prompt, chosen, rejected) of one conversation given twice: the prompt ends before its last assistant turn(s)."
+    k = len(c)
+    while k and c[k-1]['role'] == 'assistant': k -= 1
+    if k == len(c): raise DataError('the dialogue ends on a user turn, not an assistant turn', field='chosen')
+    if k == 0: raise DataError('the dialogue has no turn before the assistant: there is no prompt to extract', field='chosen')
+    return c[:k], c[k:], r[k:]
+
 def extract_prompt(rec:dict,                    # a preference record
                    dialogue_format:str|None=None # None: keep the record's form; 'text', 'messages' or 'lmflow' (see below)
                   )->dict:
@@ -256,11 +264,11 @@ def extract_prompt(rec:dict,                    # a preference record
         if not isinstance(p, (str, list)): return rec                    # the schema check names it
         p, c, r = _as_format(*_split_chat(c, r, p), dialogue_format)
         return {**rec, 'prompt': p, 'chosen': c, 'rejected': r}
-    if c == r: raise DataError('chosen and rejected are the same dialogue: no prompt can be told from the responses (and the pair teaches nothing)', field='rejected')
+    split = _split_same if c == r else _split_chat   # the same dialogue twice (HH-RLHF has a few): kept, and counted as teaching nothing
     if isinstance(c, str) and isinstance(r, str):
         if dialogue_format in (None, 'text'): p, c, r = _split_hh_text(c, r)
-        else: p, c, r = _as_format(*_split_chat(hh_messages(c, 'chosen'), hh_messages(r, 'rejected')), dialogue_format)
-    elif _is_messages(c) and _is_messages(r): p, c, r = _as_format(*_split_chat(c, r), dialogue_format)
+        else: p, c, r = _as_format(*split(hh_messages(c, 'chosen'), hh_messages(r, 'rejected')), dialogue_format)
+    elif _is_messages(c) and _is_messages(r): p, c, r = _as_format(*split(c, r), dialogue_format)
     else:
         bad = 'chosen' if not (isinstance(c, str) or _is_messages(c)) else 'rejected'
         raise DataError('with no prompt field, chosen and rejected must both be dialogue texts or both chat messages', field=bad)
