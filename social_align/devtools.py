@@ -277,7 +277,7 @@ class ApiDocRenderer(BasicMarkdownRenderer):
 # %% ../nbs/90_devtools.ipynb #ea3fe441
 DOC_SECTIONS = [(0, 'Foundations'), (10, 'Data synthesis'), (20, 'Losses'), (30, 'Trainers'), (40, 'Evaluation'),
                 (50, 'More modules'), (80, 'Pipelines and tools')]  # (first notebook number, sidebar section)
-GUIDE_PAGES = ('index.ipynb', 'methods.ipynb', 'recipes.ipynb')     # pages without a number, in this order, first
+GUIDE_PAGES = ('index.ipynb', 'methods.ipynb', 'journeys.ipynb', 'recipes.ipynb')     # pages without a number, in this order, first
 
 def notebook_section(name:str)->str|None:
     "The sidebar section of a notebook, from its number (`23_loss_dpo.ipynb` → 'Losses'); None for a page without a number."
@@ -629,7 +629,8 @@ DOCS_BROWSER_CHECKS = dict(   # what CI checks on the built site in Chromium
             'loss_stable_alignment.html': ['stable_alignment_loss'],
             'trainer_dpo.html': ['PreferenceTrainer', 'PreferenceConfig', 'every other TrainingArguments field'],
             'methods.html': ['Stable Alignment', 'ALMoST', 'RAFT', 'SSO'],
-            'recipes.html': ['8×A100', 'accelerate launch']},
+            'recipes.html': ['8×A100', 'accelerate launch'],
+            'journeys.html': ['ChatML', 'HH-RLHF', 'records per model']},
     math=['loss_stable_alignment.html', 'loss_dpo.html'],
     figures=['report.html'])
 
