@@ -4,7 +4,9 @@ must use the settings the run was made with (only --iterations and a few output 
 
 The finetuning step takes every transformers TrainingArguments flag (--report_to tensorboard, --max_grad_norm,
 --optim, --lr_scheduler_type, --warmup_ratio, --bf16, ...) except those RAFT decides itself (checkpoints, evaluation,
-the hub, multi-process training). --data_path is also --prompts_path, --reward_model_name_or_path also
+the hub, multi-process training). --use_peft True with TRL's LoRA flags (--lora_r, --lora_alpha, --lora_dropout,
+--lora_target_modules, --lora_modules_to_save) finetunes a LoRA adapter: samples come from the policy with its
+current adapter, and output_dir holds the adapter only (--save_merged True adds the merged model in output_dir/merged). --data_path is also --prompts_path, --reward_model_name_or_path also
 --reward_model_path (TRL's name), --k also --num_samples (train_rl.py's name).
 
     python scripts/raft.py --model_name_or_path runs/sft --reward_model_name_or_path runs/rm \\
@@ -33,11 +35,12 @@ class RAFTScriptArguments:
     dtype: str = field(default='auto', metadata={'help': "weights dtype of both models: 'auto', 'fp32', 'bf16', 'fp16'"})
     device: str | None = field(default=None, metadata={'help': "'cpu', 'cuda', 'cuda:1', ... (default: the best available)"})
     plot: bool = field(default=True, metadata={'help': 'draw raft.png (reward and distinct-2 per iteration) in output_dir'})
+    save_merged: bool = field(default=False, metadata={'help': 'with --use_peft: also write the merged model (base + adapter) to output_dir/merged'})
 
 
 # flags that do not change what the run writes (the prompts are checked by their contents, not by their path);
 # every other flag and setting must stay the same on a resume
-RUN_ONLY = ('device', 'plot', 'data_path')
+RUN_ONLY = ('device', 'plot', 'data_path', 'save_merged')
 
 
 def parse_args(argv=None):
@@ -68,7 +71,12 @@ def main(argv=None):
     try: results = raft(policy, tok, rm, rtok, prompts, config, settings=settings, finetune_args=finetune_args)
     except ResumeSettingsError as e: sys.exit(f'raft.py: error: {e}')
     if args.plot and results: plot_raft(results, Path(config.output_dir)/'raft.png')
-    print(f'{len(results)} iterations in {config.output_dir}/iterations.jsonl; final policy in {config.output_dir}')
+    where = config.output_dir
+    if args.save_merged and (Path(config.output_dir)/'adapter_config.json').exists():
+        from social_align.trainers.base import merge_adapter
+        where = merge_adapter(config.output_dir, Path(config.output_dir)/'merged', base_model=args.model_name_or_path, dtype=args.dtype)
+    elif args.save_merged: print('raft.py: --save_merged: no adapter was trained (add --use_peft True); the policy in output_dir is a full model')
+    print(f'{len(results)} iterations in {config.output_dir}/iterations.jsonl; final policy in {where}')
 
 
 if __name__ == '__main__': main()

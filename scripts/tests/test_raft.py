@@ -130,6 +130,28 @@ def test_training_arguments_flags_and_aliases(models, tmp_path):
     assert r.returncode == 2 and 'unrecognized arguments: --save_steps' in r.stderr   # RAFT saves its own checkpoints
 
 
+def test_lora_adapter_saved_resumed_and_merged(models, tmp_path):
+    "--use_peft: the adapter alone is saved (each checkpoint too); a run resumed from iteration 1 ends where an uninterrupted one does."
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+    lora = ('--use_peft', 'True', '--lora_r', '4', '--lora_alpha', '8', '--lora_target_modules', 'q_proj', 'v_proj')
+    full, out = tmp_path/'full', tmp_path/'resumed'
+    r = run(models, full, *lora, '--save_merged', 'True')
+    assert 'final policy in ' + str(full/'merged') in r.stdout, r.stdout[-2000:]
+    assert (full/'adapter_model.safetensors').exists() and not (full/'model.safetensors').exists()
+    assert (full/'checkpoints'/'iteration-2'/'adapter_config.json').exists()
+    merged, base = AutoModelForCausalLM.from_pretrained(full/'merged'), AutoModelForCausalLM.from_pretrained(models/'policy')
+    q = 'model.layers.0.self_attn.q_proj.weight'
+    assert not torch.equal(merged.state_dict()[q], base.state_dict()[q])          # the adapter is in the merged weights
+    run(models, out, *lora, '--iterations', '1')
+    r = run(models, out, *lora, '--lora_r', '8', ok=False)                         # LoRA settings are resume settings
+    assert r.returncode != 0 and 'finetune_args was' in r.stderr, r.stderr[-2000:]
+    run(models, out, *lora)                                                        # iteration 2 starts from iteration 1's adapter
+    assert _untimed(records(out)) == _untimed(records(full))
+    a, b = load_file(out/'adapter_model.safetensors'), load_file(full/'adapter_model.safetensors')
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 TIMINGS = ('sample_seconds', 'seconds')
 
 
