@@ -1,0 +1,63 @@
+"""FSDP and DeepSpeed configs: fsdp.yaml wraps by the model's own `_no_split_modules` (Llama, Qwen2, GPT-2), and a real
+2-process DeepSpeed ZeRO-3 run of scripts/train_sft.py on CPU (skipped when deepspeed is not installed)."""
+import importlib.util, json, os, subprocess, sys
+from pathlib import Path
+import pytest
+
+SCRIPTS = Path(__file__).parents[1]
+CONFIGS = SCRIPTS/'configs'
+
+def tiny_models():
+    "Tiny random causal LMs of three architectures, built from configs."
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+    size = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2)
+    cfgs = [LlamaConfig(**size), Qwen2Config(**size, num_key_value_heads=2),
+            GPT2Config(vocab_size=64, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)]
+    return [AutoModelForCausalLM.from_config(c) for c in cfgs]
+
+def test_fsdp_wraps_each_models_decoder_layers(monkeypatch):
+    "fsdp.yaml through accelerate's own launch-env and FSDP2 wrap-policy code: one unit per decoder layer, any architecture."
+    from accelerate.commands.launch import launch_command_parser, _validate_launch_command
+    from accelerate.utils.launch import prepare_multi_gpu_env
+    args, *_ = _validate_launch_command(launch_command_parser().parse_args(['--config_file', str(CONFIGS/'fsdp.yaml'), 'x.py']))
+    env = prepare_multi_gpu_env(args)
+    assert env['ACCELERATE_USE_FSDP'] == 'true' and env['FSDP_VERSION'] == '2' and 'FSDP_TRANSFORMER_CLS_TO_WRAP' not in env
+    for k, v in env.items():
+        if k.startswith('FSDP_'): monkeypatch.setenv(k, v)
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    plugin = FullyShardedDataParallelPlugin()
+    for model in tiny_models():
+        policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
+        wrapped = [type(m).__name__ for m in model.modules() if policy(m)]
+        assert wrapped == list(model._no_split_modules) * 2, (type(model).__name__, wrapped)   # 2 layers each
+
+@pytest.mark.skipif(importlib.util.find_spec('deepspeed') is None, reason='deepspeed is not installed (pip install deepspeed)')
+def test_deepspeed_zero3_two_cpu_processes(tmp_path):
+    "ZeRO-3 SFT on 2 CPU processes (DeepSpeed's CPU accelerator, gloo): the loss falls and the gathered model loads in transformers."
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _tiny import write_jsonl, toy_tokenizer, save_tiny
+    from social_align.toyworld import toy_preferences, split_situations
+    model = save_tiny(toy_tokenizer(), tmp_path/'model', seed=0)
+    data = write_jsonl(tmp_path/'sft.jsonl', [{'prompt': r['prompt'], 'completion': r['chosen']}
+                                              for r in toy_preferences(split_situations()[0])[:16]])
+    out = tmp_path/'zero3'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'false', 'DS_ACCELERATOR': 'cpu',
+           'ACCELERATE_USE_CPU': 'false'}
+    r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(CONFIGS/'deepspeed_zero3_cpu.yaml'),
+                        str(SCRIPTS/'train_sft.py'), '--model_name_or_path', str(model), '--data_path', str(data),
+                        '--output_dir', str(out), '--ddp_backend', 'gloo', '--per_device_train_batch_size', '2',
+                        '--max_steps', '4', '--logging_steps', '1', '--learning_rate', '1e-3', '--save_strategy', 'no',
+                        '--report_to', 'none', '--disable_tqdm', 'True', '--max_length', '96', '--seed', '0'],
+                       capture_output=True, text=True, timeout=500, env=env)
+    assert r.returncode == 0, r.stderr[-4000:]
+    hist = json.loads((out/'trainer_state.json').read_text())['log_history']
+    assert hist[-1]['epoch'] == 1.0, hist[-1]              # 16 records in 4 steps of 2 x 2: both processes trained
+    losses = [h['loss'] for h in hist if 'loss' in h]
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+    trained, start = load_file(out/'model.safetensors'), load_file(model/'model.safetensors')
+    assert sorted(trained) == sorted(start) and all(trained[k].shape == start[k].shape for k in start)   # full, not partitions
+    assert any((trained[k].float() - start[k]).abs().max() > 1e-4 for k in start)
+    AutoModelForCausalLM.from_pretrained(out)
