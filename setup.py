@@ -28,6 +28,7 @@ extras = dict(dev=dev_requirements,
               vllm=shlex.split(cfg.get('vllm_requirements', '')),
               logging=shlex.split(cfg.get('logging_requirements', '')),   # --report_to tensorboard / wandb
               qlora=shlex.split(cfg.get('qlora_requirements', '')),       # --load_in_4bit (CUDA only)
+              deepspeed=shlex.split(cfg.get('deepspeed_requirements', '')), # scripts/configs/deepspeed_*.yaml
               **{'vllm-cpu': shlex.split(cfg.get('vllm_cpu_requirements', ''))})
 
 setuptools.setup(

@@ -27,9 +27,9 @@ class RAFTScriptArguments:
     reward_model_name_or_path: str = field(metadata={'help': 'the reward model (1-output sequence classifier): a folder or hub name',
                                                      'aliases': ['--reward_model_path']})
     data_path: str = field(metadata={'help': 'prompts: .jsonl of {"prompt": ...} records, a .json list, or text with one prompt per line',
-                                     'aliases': ['--prompts_path']})
-    prompt_field: str = field(default='prompt', metadata={'help': 'the record field holding the prompt (.jsonl / .json)'})
-    tokenizer_name_or_path: str | None = field(default=None, metadata={'help': "the policy's tokenizer (default: the policy's folder)"})
+                                     'aliases': ['--prompts_path', '--queries_path']})
+    prompt_field: str = field(default='prompt', metadata={'help': 'the record field holding the prompt (.jsonl / .json)', 'aliases': ['--query_field']})
+    tokenizer_name_or_path: str | None = field(default=None, metadata={'help': "the policy's tokenizer (default: the policy's folder)", 'aliases': ['--tokenizer_name']})
     reward_tokenizer_name_or_path: str | None = field(default=None, metadata={'help': "the reward model's tokenizer (default: its folder)"})
     as_chat: bool = field(default=False, metadata={'help': 'wrap each string prompt as one user message (rendered by the chat template)'})
     dtype: str = field(default='auto', metadata={'help': "weights dtype of both models: 'auto', 'fp32', 'bf16', 'fp16'"})

@@ -49,18 +49,19 @@ class SimulateArguments:
     society_config: str | None = field(default=None, metadata={'help': 'a .yaml/.json file: the models, which agents use which, the observer '
                                        '(instead of --model_name_or_path)'})
     observer_model_name_or_path: str | None = field(default=None, metadata={'help': 'LM judge (default: the agents\' model)'})
-    reward_model_name_or_path: str | None = field(default=None, metadata={'help': 'a reward model as the observer instead of an LM judge'})
+    reward_model_name_or_path: str | None = field(default=None, metadata={'help': 'a reward model as the observer instead of an LM judge', 'aliases': ['--reward_model_path']})
     rm_low: float | None = field(default=None, metadata={'help': 'reward mapped to 1 (with --rm_high; default: calibrated)'})
     rm_high: float | None = field(default=None, metadata={'help': 'reward mapped to 7'})
     embedder_name_or_path: str | None = field(default=None, metadata={'help': 'sentence encoder of the memories (default: packaged MiniLM)'})
-    backend: str = field(default='hf', metadata={'help': 'hf, vllm, or openai (an OpenAI-compatible server at --base_url)'})
+    backend: str = field(default='hf', metadata={'help': 'hf, vllm, or openai (an OpenAI-compatible server at --base_url)', 'aliases': ['--generation_backend']})
     base_url: str | None = field(default=None, metadata={'help': 'openai backend: the server, e.g. http://127.0.0.1:8000/v1'})
     api_key_env: str | None = field(default=None, metadata={'help': 'openai backend: the environment variable holding the API key '
                                     '(default: $OPENAI_API_KEY if set, else none)'})
     max_concurrency: int = field(default=8, metadata={'help': 'openai backend: requests in flight at once, per server'})
     timeout: float = field(default=120.0, metadata={'help': 'openai backend: seconds per request'})
     tokenizer_name_or_path: str | None = field(default=None, metadata={'help': 'openai backend with --as_chat: format the chat template '
-                                               'locally with this tokenizer (default: the served model, if its name is a local folder)'})
+                                               'locally with this tokenizer (default: the served model, if its name is a local folder)',
+                                                     'aliases': ['--tokenizer_name']})
     batch_size: int = field(default=64, metadata={'help': 'hf backend: sequences per generate call'})
     device: str | None = field(default=None, metadata={'help': 'cpu, cuda, ... (default: the best available)'})
     dtype: str = field(default='auto', metadata={'help': 'model dtype: auto, fp32, bf16, fp16'})

@@ -29,7 +29,7 @@ def test_help_keeps_the_examples():
     assert len(doc) == 3 and all(l in out for l in doc), (doc, out[:30])
 
 # scripts of other owners that do not take every name of a thing yet (their owners add the aliases; then this goes)
-NOT_YET = {'raft.py', 'train_rl.py', 'evaluate.py', 'simulate.py'}
+NOT_YET = set()
 
 @pytest.mark.parametrize('script', [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason='aliases to add'))
                                     if p.name in NOT_YET else p for p in SCRIPTS], ids=[p.name for p in SCRIPTS])

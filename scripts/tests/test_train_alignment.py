@@ -135,20 +135,20 @@ def test_config_files_load(clean_environ):
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, DeepSpeedPlugin
     files = sorted(p.name for p in CONFIGS.glob('*.yaml'))
-    assert files == ['cpu.yaml', 'deepspeed_zero3.yaml', 'fsdp.yaml', 'multi_gpu.yaml', 'single_gpu.yaml']
+    assert files == ['cpu.yaml', 'deepspeed_zero3.yaml', 'deepspeed_zero3_cpu.yaml', 'fsdp.yaml', 'multi_gpu.yaml', 'single_gpu.yaml']
     expected = {'cpu.yaml': (DistributedType.MULTI_GPU, 2), 'single_gpu.yaml': (DistributedType.NO, 1),
                 'multi_gpu.yaml': (DistributedType.MULTI_GPU, 8), 'fsdp.yaml': (DistributedType.FSDP, 8),
-                'deepspeed_zero3.yaml': (DistributedType.DEEPSPEED, 8)}
+                'deepspeed_zero3.yaml': (DistributedType.DEEPSPEED, 8), 'deepspeed_zero3_cpu.yaml': (DistributedType.DEEPSPEED, 2)}
     for name, (kind, n) in expected.items():
         cfg = load_config_from_file(str(CONFIGS/name))
         assert (cfg.distributed_type, cfg.num_processes) == (kind, n), name
     args, _ = launcher_env(CONFIGS/'cpu.yaml')
     assert args.multi_gpu and args.use_cpu and args.num_processes == 2         # torchrun launcher, CPU ranks
     _, env = launcher_env(CONFIGS/'fsdp.yaml')
-    assert env['FSDP_SHARDING_STRATEGY'] == 'FULL_SHARD' and env['FSDP_TRANSFORMER_CLS_TO_WRAP'] == 'LlamaDecoderLayer'
+    assert env['FSDP_SHARDING_STRATEGY'] == 'FULL_SHARD' and 'FSDP_TRANSFORMER_CLS_TO_WRAP' not in env   # wraps by the model's _no_split_modules
     with mock.patch.dict(os.environ, env):
         fsdp = FullyShardedDataParallelPlugin()
-    assert fsdp.reshard_after_forward is True and fsdp.transformer_cls_names_to_wrap == ['LlamaDecoderLayer']
+    assert fsdp.reshard_after_forward is True and fsdp.transformer_cls_names_to_wrap is None
     assert fsdp.state_dict_type.name == 'FULL_STATE_DICT'                      # save_model writes one full safetensors
     _, env = launcher_env(CONFIGS/'deepspeed_zero3.yaml')
     with mock.patch.dict(os.environ, env):

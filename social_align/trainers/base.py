@@ -237,7 +237,8 @@ def deepspeed_reference(model:nn.Module, accelerator)->nn.Module:
                 if zero.get(k, 'auto') == 'auto': zero[k] = v
     else: zero['stage'] = 0    # ZeRO-1/2 shard optimizer state and gradients: a frozen model is a plain replica
     engine, *_ = deepspeed.initialize(model=model, config=cfg)
-    return engine.eval()
+    engine.eval()                  # DeepSpeedEngine.eval() returns None, not the engine
+    return engine
 
 class AlignmentTrainer(Trainer):
     "A `transformers.Trainer` whose loss comes from `batch_loss`; base of every `social_align` trainer."

@@ -61,7 +61,7 @@ class RLConfig(AlignmentConfig):
     value_model_path: str|None = field(default=None, metadata={'help': "ppo's value model (default: a copy of the reward model if it shares the policy's tokenizer, else the policy with a fresh value head)"})
     reward_batch_size: int = field(default=32, metadata={'help': 'texts per reward-model forward'})
     reward_max_length: int|None = field(default=None, metadata={'help': 'longest prompt+response for the reward model, in tokens (cut from the left)'})
-    generation_backend: str = field(default='hf', metadata={'help': "'hf': transformers generate on the policy being trained; 'vllm': an in-process vLLM engine per process, given the new weights before every rollout", 'choices': ['hf', 'vllm']})
+    generation_backend: str = field(default='hf', metadata={'help': "'hf': transformers generate on the policy being trained; 'vllm': an in-process vLLM engine per process, given the new weights before every rollout", 'choices': ['hf', 'vllm'], 'aliases': ['--backend']})
     vllm_gpu_memory_utilization: float|None = field(default=None, metadata={'help': "vLLM's share of GPU memory (of RAM on CPU) for weights and KV cache (None: VLLMGenerator's default)"})
     vllm_max_model_len: int|None = field(default=None, metadata={'help': "vLLM's context length (None: the model's)"})
 
