@@ -27,7 +27,9 @@
 #   * Python: $GPU_CHECK_PYTHON, else python3, else python.
 #   * Wheels: every *.whl in $GPU_CHECK_WHEELS (default: .whl/ in the repository, git-ignored) is installed with
 #     `pip install --no-index --no-deps --target` into a temporary folder put first on PYTHONPATH (for packages the
-#     machine lacks: datasets, fastcore, nbdev, execnb, vllm, ...; scripts/gpu_check/wheels.sh downloads them).
+#     machine lacks: datasets, fastcore, nbdev, execnb, ...; scripts/gpu_check/wheels.sh downloads them where PyPI
+#     is reachable, about 8 MB for this workplace's H200 image; with its device tool: carry [".whl"], run
+#     `bash scripts/gpu_check.sh`, timeout_s 540).
 #   * social_align: used from this checkout (PYTHONPATH=<repo>) when it is not installed; GPU_CHECK_INSTALL=1 first
 #     tries `pip install --no-index --no-deps --no-build-isolation -e .` and reports whether that worked.
 set -u
