@@ -19,6 +19,7 @@ from ..generation import Generator, HFGenerator
 from ..models import (load_tokenizer, load_causal_lm, load_reference_model, load_reward_model, ensure_pad_token,
                                  score_texts, is_decoder_reward_model, positions_from_mask, freeze)
 from ..logprobs import pad_sequences
+from ..tokenization import pair_text
 from ..losses.rl import (masked_mean, masked_var, whiten, gae, rloo_advantages, clipped_policy_loss, clipped_value_loss,
                                     kl_penalized_rewards, FixedKLController, AdaptiveKLController)
 from contextlib import contextmanager
@@ -325,12 +326,10 @@ def score(self:RLTrainer, prompts:list, texts:list[str], finished:list[bool], ge
     "Reward-model score (+ reward functions − missing-EOS penalty) of each response."
     s = torch.zeros(len(texts))
     if self.reward_model is not None:
-        bos = self.tokenizer.bos_token or ''
-        full = []
-        for p, t in zip(prompts, texts):
-            ptxt = gen.format(p)
-            if bos and ptxt.startswith(bos): ptxt = ptxt[len(bos):]
-            full.append(ptxt + t)
+        # a chat is scored as the reward model was trained on it (`pair_text`: the reward tokenizer's template, the
+        # response ending at its end-of-turn token, as RAFT scores); a text prompt with the response exactly as it continued
+        asks = [[{'role': 'user', 'content': p}] if isinstance(p, str) and getattr(gen, 'as_chat', False) else p for p in prompts]
+        full = [p + t if isinstance(p, str) else pair_text(p, t, self.reward_tokenizer) for p, t in zip(asks, texts)]
         s += score_texts(self.reward_model, self.reward_tokenizer, full, batch_size=self.args.reward_batch_size,
                          max_length=self.args.reward_max_length)
     for f in self.reward_funcs: s += torch.tensor([float(f(t)) for t in texts])
