@@ -9,9 +9,9 @@ TRAIN_FLAGS = ['--per_device_train_batch_size', '2', '--gradient_accumulation_st
                '--logging_steps', '1', '--learning_rate', '1e-3', '--save_strategy', 'no', '--report_to', 'none',
                '--disable_tqdm', 'True', '--max_length', '96']
 
-def run(script, *args):
+def run(script, *args, env=None):
     return subprocess.run([sys.executable, str(SCRIPTS/script), *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=ENV)
+                          timeout=300, env={**ENV, **(env or {})})
 
 from _tiny import write_jsonl, toy_tokenizer, save_tiny
 
@@ -133,15 +133,17 @@ def test_train_reward_from_a_saved_dataset(tiny, tmp_path):
     assert list(out.glob('runs/*/events.out.tfevents.*'))
 
 def test_train_sft_from_parquet_files_with_bf16(tiny, tmp_path):
-    "--dataset_name reads a folder of parquet files (train-* is the train split); --bf16 True without a GPU trains on the CPU."
+    "--dataset_name reads a folder of parquet files (train-* is the train split); --bf16 True without a GPU trains on the CPU; --report_to wandb logs (offline)."
     import datasets
     (tmp_path/'data').mkdir()
     datasets.Dataset.from_list(tiny['sft']).to_parquet(tmp_path/'data'/'train-00000-of-00001.parquet')
     out = tmp_path/'sft'
     r = run('train_sft.py', '--model_name_or_path', tiny['model'], '--dataset_name', tmp_path/'data', '--output_dir', out,
-            *TRAIN_FLAGS, '--bf16', 'True')
+            *[a if a != 'none' else 'wandb' for a in TRAIN_FLAGS], '--bf16', 'True',
+            env={'WANDB_MODE': 'offline', 'WANDB_DIR': str(tmp_path), 'WANDB_SILENT': 'true'})
     assert r.returncode == 0, r.stderr[-3000:]
     check_outputs(out)
+    assert list(tmp_path.glob('wandb/offline-run-*/run-*.wandb')), sorted(map(str, tmp_path.rglob('*')))[:20]   # the run's log, no network
     import torch
     if not torch.accelerator.is_available(): assert 'no GPU: --bf16 True trains on the CPU' in r.stderr
     assert json.loads((out/'training_args.json').read_text())['bf16']
