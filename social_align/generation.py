@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from .core import Config, get_device
 from .models import (eval_mode, format_prompt, check_messages, ensure_pad_token, load_tokenizer, load_causal_lm,
-                                 resolve_model_source, resolve_dtype, end_of_turn_tokens)
+                                 resolve_model_source, resolve_dtype, stop_token_ids)   # stop_token_ids: importable from here too
 
 # %% auto #0
 __all__ = ['VLLM_INSTALL_HINT', 'SamplingConfig', 'Completion', 'GenerationError', 'PartialGenerationError', 'cut_at_stop',
-           'check_prompts', 'Generator', 'stop_token_ids', 'StopOnStrings', 'HFGenerator', 'vllm_available',
-           'VLLMGenerator', 'OpenAIGenerator', 'vllm_server']
+           'check_prompts', 'Generator', 'StopOnStrings', 'HFGenerator', 'vllm_available', 'VLLMGenerator',
+           'OpenAIGenerator', 'vllm_server']
 
 # %% ../nbs/02_generation.ipynb #a1a9ebe0
 @dataclass
@@ -144,18 +144,6 @@ class Generator:
     def close(self): pass
     def __enter__(self): return self
     def __exit__(self, *args): self.close()
-
-# %% ../nbs/02_generation.ipynb #09680ff4
-def stop_token_ids(tokenizer,            # the model's tokenizer
-                   model:nn.Module|None=None # its `generation_config.eos_token_id` (an id or a list) is added
-                  )->list[int]:
-    "The token ids generation stops at: EOS, the chat template's end-of-turn token(s), and the model's generation-config EOS ids."
-    ids = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in end_of_turn_tokens(tokenizer)]
-    for cfg in (getattr(model, 'generation_config', None), getattr(model, 'config', None)):
-        g = getattr(cfg, 'eos_token_id', None)
-        ids += list(g) if isinstance(g, (list, tuple)) else [g]
-        if g is not None: break   # the generation config, where it has one, is the model's word
-    return list(dict.fromkeys(i for i in ids if isinstance(i, int) and i >= 0))
 
 # %% ../nbs/02_generation.ipynb #e4e488ff
 from transformers import StoppingCriteria

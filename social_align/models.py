@@ -20,10 +20,10 @@ __all__ = ['TINY_CHAT_TEMPLATE', 'TINY_CORPUS', 'CHATML_TEMPLATE', 'LLAMA3_TEMPL
            'is_path_like', 'resolve_model_source', 'ensure_pad_token', 'load_tokenizer', 'tokenizer_appends_eos',
            'set_eos_append', 'plain_chat_template', 'format_prompt', 'train_bpe_tokenizer', 'tiny_llama_config',
            'build_tiny_causal_lm', 'build_tiny_reward_model', 'save_model', 'tiny_tokenizer', 'chat_tokenizer',
-           'end_of_turn_tokens', 'freeze', 'load_causal_lm', 'load_reference_model', 'is_decoder_reward_model',
-           'RewardHeadMissingError', 'load_reward_model', 'eval_mode', 'last_token_index', 'positions_from_mask',
-           'sequence_rewards', 'with_eos', 'score_texts', 'reward_tokenizer', 'reward_tokenizer_to_save', 'minilm_path',
-           'Embedder', 'cosine_similarity', 'minilm_reward_model']
+           'end_of_turn_tokens', 'stop_token_ids', 'freeze', 'load_causal_lm', 'load_reference_model',
+           'is_decoder_reward_model', 'RewardHeadMissingError', 'load_reward_model', 'eval_mode', 'last_token_index',
+           'positions_from_mask', 'sequence_rewards', 'with_eos', 'score_texts', 'reward_tokenizer',
+           'reward_tokenizer_to_save', 'minilm_path', 'Embedder', 'cosine_similarity', 'minilm_reward_model']
 
 # %% ../nbs/01_models.ipynb #5a223ed2
 _DTYPES = {'fp32': torch.float32, 'float32': torch.float32, 'float': torch.float32,
@@ -312,6 +312,18 @@ def end_of_turn_tokens(tokenizer)->list[str]:
         hits = sorted((tail.find(s), -len(s), s) for s in specials if s and s in tail)
         _EOT_CACHE[key] = [hits[0][2]] if hits else []
     return list(_EOT_CACHE[key])
+
+# %% ../nbs/01_models.ipynb #38990cd1
+def stop_token_ids(tokenizer,            # the model's tokenizer
+                   model:nn.Module|None=None # its `generation_config.eos_token_id` (an id or a list) is added
+                  )->list[int]:
+    "The token ids generation stops at: EOS, the chat template's end-of-turn token(s), and the model's generation-config EOS ids."
+    ids = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in end_of_turn_tokens(tokenizer)]
+    for cfg in (getattr(model, 'generation_config', None), getattr(model, 'config', None)):
+        g = getattr(cfg, 'eos_token_id', None)
+        ids += list(g) if isinstance(g, (list, tuple)) else [g]
+        if g is not None: break   # the generation config, where it has one, is the model's word
+    return list(dict.fromkeys(i for i in ids if isinstance(i, int) and i >= 0))
 
 # %% ../nbs/01_models.ipynb #173785c2
 def _load(auto_cls, name_or_path, dtype, device, trust_remote_code, loading_info:bool=False, **kwargs):

@@ -6,7 +6,7 @@
 from __future__ import annotations
 from typing import Sequence
 from .data import ROLES, check_messages
-from .models import format_prompt, tokenizer_appends_eos, end_of_turn_tokens
+from .models import format_prompt, tokenizer_appends_eos, end_of_turn_tokens, stop_token_ids
 
 # %% auto #0
 __all__ = ['response_text', 'prompt_ids', 'through_end_of_turn', 'chat_pair_text', 'encode_prompt_response', 'truncate_pair',
@@ -67,11 +67,6 @@ def _sep(ptxt:str, rtxt:str)->str:
     "The space that joins a prompt ending in a word character to a response that starts without one ('' otherwise)."
     return ' ' if ptxt and not ptxt[-1].isspace() and rtxt and not rtxt[0].isspace() else ''
 
-def _stop_ids(tokenizer)->set[int]:
-    "EOS and the chat template's end-of-turn ids: the tokens a response may end with."
-    eot = [tokenizer.convert_tokens_to_ids(t) for t in end_of_turn_tokens(tokenizer)]
-    return {i for i in [tokenizer.eos_token_id, *eot] if i is not None}
-
 def encode_prompt_response(tokenizer,                      # a `transformers` tokenizer
                            prompt:str|list[dict]|None,     # the prompt: text or chat messages (None/'' for none)
                            response:str|list[dict],        # the response to score or learn
@@ -88,7 +83,7 @@ def encode_prompt_response(tokenizer,                      # a `transformers` to
                                  f'prompt ends inside a token: {ptxt[-20:]!r} + {rtxt[:20]!r}); make it end at a token boundary')
             r = whole[len(p):]
         else: r = tokenizer(rtxt, add_special_tokens=False)['input_ids']
-        if add_eos and (not r or r[-1] not in _stop_ids(tokenizer)): r = r + [tokenizer.eos_token_id]
+        if add_eos and (not r or r[-1] not in stop_token_ids(tokenizer)): r = r + [tokenizer.eos_token_id]
         return p, r
     ptxt = format_prompt(prompt, tokenizer) if prompt else ''
     rtxt = response_text(response)
