@@ -24,7 +24,8 @@ from ..logprobs import make_batch
 # %% auto #0
 __all__ = ['AlignmentConfig', 'as_dataset', 'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'get_peft_config',
            'quantization_kwargs', 'unwrap_model', 'is_peft_model', 'with_adapter', 'adapter_disabled',
-           'disable_dropout', 'deepspeed_reference', 'AlignmentTrainer', 'merge_adapter', 'step_losses']
+           'disable_dropout', 'deepspeed_reference', 'AlignmentTrainer', 'merge_adapter', 'merged_weights',
+           'load_adapter_into', 'step_losses']
 
 # %% ../../nbs/30_trainer_base.ipynb #1eff07fd
 def _check_peft_fields(c):
@@ -191,7 +192,8 @@ def is_peft_model(model:nn.Module)->bool:
 
 def with_adapter(model:nn.Module,                 # a transformers model without an adapter
                  peft_config,                     # a `peft.PeftConfig`, e.g. `peft.LoraConfig`
-                 gradient_checkpointing:bool=False # the run uses gradient checkpointing
+                 gradient_checkpointing:bool=False, # the run uses gradient checkpointing
+                 seed:int|None=None               # draw the adapter's random init from this seed, leaving the global RNG as it was
                 )->nn.Module:                     # the `peft.PeftModel` to train
     "`model` wrapped with a new adapter for training (a 4/8-bit model is prepared for k-bit training first)."
     from peft import PeftConfig, get_peft_model, prepare_model_for_kbit_training
@@ -202,7 +204,9 @@ def with_adapter(model:nn.Module,                 # a transformers model without
                          'peft_config to go on training its adapter, or merge it first (merge_and_unload) to train a new one')
     if getattr(model, 'is_loaded_in_4bit', False) or getattr(model, 'is_loaded_in_8bit', False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    model = get_peft_model(model, peft_config)
+    if seed is None: model = get_peft_model(model, peft_config)
+    else:
+        with torch.random.fork_rng(devices=[]): torch.manual_seed(seed); model = get_peft_model(model, peft_config)
     if gradient_checkpointing: model.enable_input_require_grads()
     return model
 
@@ -406,6 +410,34 @@ def merge_adapter(adapter_dir:str|Path,              # a saved adapter: adapter_
     merged.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+# %% ../../nbs/30_trainer_base.ipynb #8fb45f04
+@contextmanager
+def merged_weights(model:nn.Module): # a transformers model, or a peft model (possibly wrapped for distributed training)
+    "Inside the block: the model's `(name, tensor)` weights under plain transformers names; a peft model's with its adapter merged in (unmerged after)."
+    model = unwrap_model(model)
+    if not is_peft_model(model):
+        yield [(n, p.detach()) for n, p in model.named_parameters()]
+        return
+    model.merge_adapter()
+    try:
+        out = []
+        for n, p in model.named_parameters():
+            if '.lora_' in n or '.original_module.' in n: continue
+            out.append((n.removeprefix('base_model.model.').replace('.base_layer', '').replace('.modules_to_save.default', ''), p.detach()))
+        yield out
+    finally: model.unmerge_adapter()
+
+
+# %% ../../nbs/30_trainer_base.ipynb #8cfad26f
+def load_adapter_into(model:nn.Module, folder:str|Path):
+    "Load the adapter saved in `folder` (`adapter_model.safetensors`) into the peft `model`, in place; a mismatch names the keys."
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+    if not (Path(folder)/'adapter_config.json').exists(): raise ValueError(f'{folder}: no adapter_config.json, but the model carries a LoRA adapter')
+    res = set_peft_model_state_dict(unwrap_model(model), load_peft_weights(str(folder), device='cpu'))
+    if res.unexpected_keys: raise ValueError(f'{folder}: the adapter does not fit the model: unexpected keys {res.unexpected_keys[:5]}')
+
 
 # %% ../../nbs/30_trainer_base.ipynb #74fe94c7
 def step_losses(trainer:Trainer)->dict[int, float]:

@@ -17,8 +17,7 @@ from ..generation import Generator, HFGenerator, check_prompts
 from ..models import eval_mode, format_prompt, save_model, score_texts
 from ..tokenization import distinct_n, pair_text   # distinct_n: importable from here too
 from ..data import load_prompts      # the prompt reader of every stage; importable from here too
-from .base import get_peft_config, is_peft_model, with_adapter
-from .rl import merged_weights, load_adapter_into
+from .base import get_peft_config, is_peft_model, with_adapter, merged_weights, load_adapter_into
 
 # %% auto #0
 __all__ = ['RAFT_OWNS', 'FINETUNE_FREE', 'CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'degenerate_reason', 'mask_degenerate',
@@ -387,8 +386,7 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
     ft_config = finetune_config(config, 1, finetune_args)   # a bad finetuning setting fails now, not after the first sampling
     if peft_config is None and not is_peft_model(policy): peft_config = get_peft_config(ft_config)
     if peft_config is not None:
-        with torch.random.fork_rng(devices=[]):   # the adapter's random init comes from the seed (a rerun starts from the same adapter)
-            torch.manual_seed(config.seed); policy = with_adapter(policy, peft_config, config.gradient_checkpointing)   # into `policy`'s modules
+        policy = with_adapter(policy, peft_config, config.gradient_checkpointing, seed=config.seed)   # into `policy`'s modules; the init from the seed (a rerun starts from the same adapter)
     out = Path(config.output_dir); out.mkdir(parents=True, exist_ok=True)
     _check_resume_config(out, config, prompts, settings, finetune_args)
     config.to_json(out/'raft_config.json')

@@ -22,15 +22,14 @@ from ..logprobs import pad_sequences
 from ..tokenization import pair_text
 from ..losses.rl import (masked_mean, masked_var, whiten, gae, rloo_advantages, clipped_policy_loss, clipped_value_loss,
                                     kl_penalized_rewards, FixedKLController, AdaptiveKLController)
-from contextlib import contextmanager
 from .base import (AlignmentConfig, disable_dropout, get_peft_config, is_peft_model, with_adapter,
-                                       adapter_disabled, unwrap_model)
+                                       adapter_disabled, unwrap_model, merged_weights, load_adapter_into)   # the last two: importable from here too
 
 # %% auto #0
-__all__ = ['RLConfig', 'rollout_batch', 'response_logprobs', 'value_predictions', 'PolicyAndValue', 'RLState', 'merged_weights',
-           'value_model_from_policy', 'RLTrainer', 'checkpoints', 'load_adapter_into', 'plot_rl', 'PROMPT_SCHEMA',
-           'load_prompts', 'masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss',
-           'clipped_value_loss', 'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController']
+__all__ = ['RLConfig', 'rollout_batch', 'response_logprobs', 'value_predictions', 'PolicyAndValue', 'RLState',
+           'value_model_from_policy', 'RLTrainer', 'checkpoints', 'plot_rl', 'PROMPT_SCHEMA', 'load_prompts',
+           'masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss', 'clipped_value_loss',
+           'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController']
 
 # %% ../../nbs/37_trainer_rl.ipynb #cbac4412
 _all_ = ['PROMPT_SCHEMA', 'load_prompts', 'masked_mean', 'masked_var', 'whiten', 'gae', 'rloo_advantages', 'clipped_policy_loss', 'clipped_value_loss', 'kl_penalized_rewards', 'FixedKLController', 'AdaptiveKLController']
@@ -150,22 +149,6 @@ def _as_reward_funcs(funcs)->list[Callable]:
 
 def _same_vocab(a, b)->bool: return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())
 
-@contextmanager
-def merged_weights(model:nn.Module): # a transformers model, or a peft model (possibly wrapped for distributed training)
-    "Inside the block: the model's `(name, tensor)` weights under plain transformers names; a peft model's with its adapter merged in (unmerged after)."
-    model = unwrap_model(model)
-    if not is_peft_model(model):
-        yield [(n, p.detach()) for n, p in model.named_parameters()]
-        return
-    model.merge_adapter()
-    try:
-        out = []
-        for n, p in model.named_parameters():
-            if '.lora_' in n or '.original_module.' in n: continue
-            out.append((n.removeprefix('base_model.model.').replace('.base_layer', '').replace('.modules_to_save.default', ''), p.detach()))
-        yield out
-    finally: model.unmerge_adapter()
-
 def value_model_from_policy(policy:nn.Module)->nn.Module:
     "A 1-output sequence-classification model with the policy's body (a peft policy's with its adapter merged) and a zero-initialised value head."
     from transformers import AutoModelForSequenceClassification
@@ -236,8 +219,7 @@ class RLTrainer:
             value_model.requires_grad_(True).eval()
         else: value_model = None
         if peft_config is not None:
-            with torch.random.fork_rng(devices=[]):   # the adapter's random init (lora_A) comes from the seed
-                torch.manual_seed(args.seed); model = with_adapter(model, peft_config, args.gradient_checkpointing)
+            model = with_adapter(model, peft_config, args.gradient_checkpointing, seed=args.seed)   # the adapter's random init (lora_A) comes from the seed
         model.eval()            # no dropout: the rollout and update forwards must agree
         for m in (model, value_model, self.ref_model, self.reward_model):
             if m is not None: disable_dropout(m)   # and none if anything puts a model in train mode
@@ -479,14 +461,6 @@ def checkpoints(output_dir:str|Path)->dict[int, Path]:
     return dict(sorted(found.items()))
 
 # %% ../../nbs/37_trainer_rl.ipynb #14be4632
-def load_adapter_into(model:nn.Module, folder:str|Path):
-    "Load the adapter saved in `folder` (`adapter_model.safetensors`) into the peft `model`, in place; a mismatch names the keys."
-    from peft import set_peft_model_state_dict
-    from peft.utils import load_peft_weights
-    if not (Path(folder)/'adapter_config.json').exists(): raise ValueError(f'{folder}: no adapter_config.json, but the model carries a LoRA adapter')
-    res = set_peft_model_state_dict(unwrap_model(model), load_peft_weights(str(folder), device='cpu'))
-    if res.unexpected_keys: raise ValueError(f'{folder}: the adapter does not fit the model: unexpected keys {res.unexpected_keys[:5]}')
-
 @patch
 def save_model(self:RLTrainer, output_dir:str|Path|None=None):
     "Save the policy (safetensors; a LoRA policy: the adapter only) + tokenizer + training_args.json, and for PPO the value model in `value_model/`."

@@ -18,7 +18,7 @@ from ..logprobs import forward_logprobs
 from ..losses.sso import SSO_SEQUENCES, sso_loss_from_logps
 from ..generation import HFGenerator
 from ..principles import Principle, PairConfig, chat_prompt, principle_pairs
-from .base import AlignmentConfig, AlignmentTrainer, get_peft_config, is_peft_model, unwrap_model, with_adapter
+from .base import AlignmentConfig, AlignmentTrainer, get_peft_config, is_peft_model, with_adapter, load_adapter_into
 
 # %% auto #0
 __all__ = ['SSOConfig', 'sso_sequences', 'SSOTrainer', 'sso_online']
@@ -110,10 +110,7 @@ def _train_iteration(policy, tokenizer, pairs_path:Path, config:SSOConfig, ref_m
 
 def _load_weights(policy:nn.Module, folder:Path):
     "Load the weights saved in `folder` into `policy` in place (keeping its device and dtype); a peft policy loads the saved adapter."
-    if is_peft_model(policy):
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-        set_peft_model_state_dict(unwrap_model(policy), load_file(folder/'adapter_model.safetensors')); return
+    if is_peft_model(policy): return load_adapter_into(policy, folder)
     from transformers import AutoModelForCausalLM
     saved = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
     policy.load_state_dict(saved.state_dict())
