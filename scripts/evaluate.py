@@ -16,11 +16,20 @@ Tasks (--task) and what they read:
   report           --run_dir RUN --report_dir OUT                    report.md + report.html (figures embedded)
 
     python scripts/evaluate.py --task rm_accuracy --model_name_or_path runs/rm --data_path data/prefs_eval.jsonl --output eval/rm.json
+
+Sampling (win_rate and gen_stats from {prompt} records, an LM judge's votes) runs in chunks of --chunk_size prompts,
+chunk k seeded from --seed and its place; under accelerate launch (or torchrun) the chunks are split across the
+processes, each on its own device, and gathered in prompt order, so N processes sample exactly what one samples.
+The scoring and every other task run on the main process, which alone prints and writes --output. --save_samples
+keeps what was generated as the JSONL the task reads ({prompt, response} or {prompt, response_a, response_b}):
+
+    accelerate launch --num_processes 8 scripts/evaluate.py --task gen_stats --model_name_or_path runs/dpo \\
+        --data_path data/prompts.jsonl --n_samples 4 --reward_model_name_or_path runs/rm --save_samples eval/samples.jsonl
 """
-import json, sys
+import json, os, sys
 from dataclasses import dataclass, field
 
-from social_align.trainers.command_line import parse_cli
+from social_align.trainers.command_line import parse_cli, use_cpu_ranks_without_accelerator
 
 TASKS = ('rm_accuracy', 'implicit_reward', 'ab', 'mc1', 'win_rate', 'gen_stats', 'report')
 
@@ -44,17 +53,31 @@ class EvalArguments:
     max_new_tokens: int = field(default=64, metadata={'help': 'generation length (win_rate / gen_stats when generating)'})
     n_samples: int = field(default=1, metadata={'help': 'gen_stats: samples per prompt when generating'})
     temperature: float = field(default=1.0, metadata={'help': 'gen_stats sampling temperature (win_rate generates greedily)'})
+    chunk_size: int = field(default=64, metadata={'help': 'prompts per generate call when sampling, each chunk seeded from --seed and its place (the unit split across processes)'})
+    seed: int = field(default=0, metadata={'help': 'sampling seed (each chunk samples with a seed derived from it and the chunk\'s first prompt)'})
+    save_samples: str | None = field(default=None, metadata={'help': 'win_rate / gen_stats: write the generated responses here as JSONL (the records the task reads)'})
     max_examples: int | None = field(default=None, metadata={'help': 'use only the first N records'})
     run_dir: str | None = field(default=None, metadata={'help': 'report: the run folder to report on'})
     report_dir: str | None = field(default=None, metadata={'help': 'report: where report.md / report.html go (default: RUN/report)'})
     title: str | None = field(default=None, metadata={'help': 'report title'})
-    device: str | None = field(default=None, metadata={'help': "'cpu', 'cuda', ... (default: the best available)"})
+    device: str | None = field(default=None, metadata={'help': "'cpu', 'cuda', ... (default: the best available; under a multi-process launch, the process's own)"})
 
 
 def parse_args(argv=None):
+    use_cpu_ranks_without_accelerator()                               # a launch on a machine with no GPU: gloo between CPU ranks
     (args,) = parse_cli((EvalArguments,), argv, description=__doc__.split('\n\n')[0])
     if args.task not in TASKS: sys.exit(f'evaluate.py: error: --task must be one of {", ".join(TASKS)}, got {args.task!r}')
+    if args.chunk_size < 1: sys.exit(f'evaluate.py: error: --chunk_size must be >= 1, got {args.chunk_size}')
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:                       # join the launch's processes (gloo on CPU ranks)
+        from social_align.core import distributed_state
+        state = distributed_state()
+        if args.device is None: args.device = str(state.device)          # every process on its own device
     return args
+
+
+def is_main()->bool:
+    from social_align.core import process_info
+    return process_info()[0] == 0
 
 
 def need(args, *names):
@@ -79,16 +102,26 @@ def lm(path, args):
 
 
 def generate(path, prompts, args, n=1, temperature=0.0):
+    "Every prompt's samples, in prompt order, on every process (the chunks split across a launch's processes)."
+    from social_align.evaluation import sample_chunks
     from social_align.generation import HFGenerator
     model, tok = lm(path, args)
     gen = HFGenerator(model, tok, batch_size=args.batch_size)
-    return gen.generate_text(prompts, n=n, temperature=temperature, max_new_tokens=args.max_new_tokens)
+    return sample_chunks(gen, prompts, args.chunk_size, args.seed, n=n, temperature=temperature, max_new_tokens=args.max_new_tokens)
 
 
-def run_task(args)->dict:
+def save_samples(args, recs):
+    if args.save_samples and is_main():
+        from social_align.core import write_jsonl
+        write_jsonl(args.save_samples, recs)
+
+
+def run_task(args)->dict|None:
+    "The task's results on the main process; None on the others (they only share the sampling)."
     from social_align import evaluation as E
     from social_align.models import load_reward_model, load_tokenizer
     t = args.task
+    if t not in ('win_rate', 'gen_stats') and not is_main(): return None
     if t == 'report':
         need(args, 'run_dir')
         from pathlib import Path
@@ -123,14 +156,17 @@ def run_task(args)->dict:
             need(args, 'model_name_or_path', 'model_b_name_or_path')
             ya = [o[0] for o in generate(args.model_name_or_path, prompts, args)]
             yb = [o[0] for o in generate(args.model_b_name_or_path, prompts, args)]
+            save_samples(args, [{'prompt': p, 'response_a': a, 'response_b': b} for p, a, b in zip(prompts, ya, yb)])
         if args.reward_model_name_or_path:
+            if not is_main(): return None
             tok = load_tokenizer(args.reward_model_name_or_path)
             rm = load_reward_model(args.reward_model_name_or_path, device=args.device, tokenizer=tok)
             return {'judge': 'reward_model', **E.reward_win_rate(rm, tok, prompts, ya, yb, batch_size=args.batch_size)}
         if args.judge_model_name_or_path:
             from social_align.generation import HFGenerator
             model, tok = lm(args.judge_model_name_or_path, args)
-            return {'judge': 'lm', **E.judge_win_rate(HFGenerator(model, tok, batch_size=args.batch_size), prompts, ya, yb)}
+            res = E.judge_win_rate(HFGenerator(model, tok, batch_size=args.batch_size), prompts, ya, yb, chunk_size=args.chunk_size)
+            return {'judge': 'lm', **res} if is_main() else None
         sys.exit('evaluate.py: error: --task win_rate needs --reward_model_name_or_path or --judge_model_name_or_path')
     # gen_stats
     if all('response' in r for r in recs): ys = [r['response'] for r in recs]
@@ -138,6 +174,8 @@ def run_task(args)->dict:
         need(args, 'model_name_or_path')
         outs = generate(args.model_name_or_path, prompts, args, n=args.n_samples, temperature=args.temperature)
         prompts, ys = [p for p, o in zip(prompts, outs) for _ in o], [y for o in outs for y in o]
+        save_samples(args, [{'prompt': p, 'response': y} for p, y in zip(prompts, ys)])
+    if not is_main(): return None
     rewards = pol_lp = ref_lp = None
     if args.reward_model_name_or_path:
         tok = load_tokenizer(args.reward_model_name_or_path)
@@ -157,6 +195,7 @@ def main(argv=None):
     from social_align.core import DataError
     try: results = run_task(args)
     except (DataError, ValueError, FileNotFoundError, KeyError) as e: sys.exit(f'evaluate.py: error: {type(e).__name__}: {e}')
+    if results is None: return                                          # a process of a launch other than the main one
     out = {'task': args.task, 'name': args.name or args.task, 'results': results}
     text = json.dumps(out, indent=2, default=str)
     if args.output:

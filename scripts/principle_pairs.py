@@ -7,10 +7,16 @@ The output is principled_preference JSONL (prompt, chosen, rejected, system, p_s
 scripts/train_sso.py. Rerunning with the same --output_path resumes: queries already in
 <output>.candidates.jsonl are not generated again, and the chunk a killed run stopped in is generated again whole
 with its own seed (from --sampling_seed and its place), so the resumed output is exactly an uninterrupted run's.
+
+On several processes (GPUs), each makes its share of the chunks on its own device and the main process merges them
+and runs the filter once; the output is the same file one process writes, and a killed run resumes on any number:
+
+    accelerate launch --num_processes 8 scripts/principle_pairs.py --model_name_or_path MODEL ... --chunk_size 64
+
 Sampling and filter flags: --temperature (0.7), --top_p (0.8), --max_new_tokens, --num_features (2), --apply_filter,
 --chunk_size, ... (see --help).
 """
-import json, sys
+import json, os, sys
 from dataclasses import dataclass, field
 
 @dataclass
@@ -25,13 +31,19 @@ class PairScriptArguments:
     prompt_field: str = field(default=None, metadata={'help': 'record field of the query (default: prompt, query, instruction or question)', 'aliases': ['--query_field']})
     backend: str = field(default='hf', metadata={'help': "sampling backend: 'hf' (transformers) or 'vllm'; log-probs are always scored with transformers", 'choices': ['hf', 'vllm'], 'aliases': ['--generation_backend']})
     batch_size: int = field(default=32, metadata={'help': 'hf backend: sequences per generate batch'})
-    device: str = field(default=None, metadata={'help': "'cpu', 'cuda', 'cuda:1', ... (default: the best available)"})
+    device: str = field(default=None, metadata={'help': "'cpu', 'cuda', 'cuda:1', ... (default: the best available; under a multi-process launch, the process's own)"})
     dtype: str = field(default='auto', metadata={'help': "'auto' (the checkpoint's), 'fp32', 'bf16' or 'fp16'"})
 
 def main(argv=None):
     from social_align.principles import PairConfig
-    from social_align.trainers.command_line import parse_cli
+    from social_align.trainers.command_line import parse_cli, use_cpu_ranks_without_accelerator
+    use_cpu_ranks_without_accelerator()                               # a launch on a machine with no GPU: gloo between CPU ranks
     args, cfg = parse_cli((PairScriptArguments, PairConfig), argv, __doc__)
+    from social_align.core import process_info
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:                       # join the launch's processes (gloo on CPU ranks)
+        from social_align.core import distributed_state
+        state = distributed_state()
+        if args.device is None: args.device = str(state.device)          # every process on its own device
     from social_align.models import load_causal_lm, load_tokenizer
     from social_align.generation import HFGenerator, VLLMGenerator
     from social_align.principles import load_principles, load_queries, principle_pairs
@@ -43,6 +55,6 @@ def main(argv=None):
            else VLLMGenerator(args.model_name_or_path, tok, dtype=args.dtype))
     try: stats = principle_pairs(queries, gen, args.output_path, principles, cfg, model=model, tokenizer=tok, progress=True)
     finally: gen.close()
-    print(json.dumps(stats))
+    if process_info()[0] == 0: print(json.dumps(stats))
 
 if __name__ == '__main__': main()

@@ -26,6 +26,15 @@ A society of mixed models (YAML or JSON; see nbs/10_sandbox.ipynb for every key)
 
     python scripts/simulate.py --society_config society.yaml --size 3 --rounds 10 --output_dir runs/society
 
+A phase's prompts go to an OpenAI-compatible server in as few requests as --prompts_per_request allows (the
+completions endpoint takes a list of prompts), so a round costs about 5 requests per model, whatever the size. Several
+servers of one model: --base_url http://h1:8000/v1,http://h2:8000/v1 (or `base_url: [..., ...]` in a society config);
+requests go to them in turn. On a cluster, one process per GPU, each phase's prompts split across the processes
+(the records do not depend on the number of processes where sampling is per request: vLLM, HF greedy):
+
+    accelerate launch --num_processes 8 scripts/simulate.py --backend vllm --model_name_or_path runs/base \
+        --size 10 --rounds 10 --output_dir runs/sandbox
+
 With --backend openai and --as_chat, prompts are formatted with the chat template of --tokenizer_name_or_path (or of
 the served model, where its name is a local folder) and sent to /completions, so the server sees the text the hf
 backend would; with no such tokenizer they go to /chat/completions and the server applies its own template.
@@ -36,7 +45,7 @@ kill -9, or a server that went down): the finished rounds are kept, a partly wri
 is lost or duplicated. A resume must use the settings the world was made with (recorded in resume_settings.json,
 with the society config's contents; only --rounds, --output_dir, the paths of unchanged question/memory/society
 files, --device, --progress and where and how fast a model is served (--base_url, --api_key_env, --max_concurrency,
---timeout) may change): otherwise it stops, naming each difference.
+--timeout, --prompts_per_request) and the number of processes may change): otherwise it stops, naming each difference.
 """
 import sys
 from dataclasses import dataclass, field
@@ -54,11 +63,14 @@ class SimulateArguments:
     rm_high: float | None = field(default=None, metadata={'help': 'reward mapped to 7'})
     embedder_name_or_path: str | None = field(default=None, metadata={'help': 'sentence encoder of the memories (default: packaged MiniLM)'})
     backend: str = field(default='hf', metadata={'help': 'hf, vllm, or openai (an OpenAI-compatible server at --base_url)', 'aliases': ['--generation_backend']})
-    base_url: str | None = field(default=None, metadata={'help': 'openai backend: the server, e.g. http://127.0.0.1:8000/v1'})
+    base_url: str | None = field(default=None, metadata={'help': 'openai backend: the server, e.g. http://127.0.0.1:8000/v1; '
+                                 'several servers of the same model: their URLs separated by commas (requests go to them in turn)'})
     api_key_env: str | None = field(default=None, metadata={'help': 'openai backend: the environment variable holding the API key '
                                     '(default: $OPENAI_API_KEY if set, else none)'})
     max_concurrency: int = field(default=8, metadata={'help': 'openai backend: requests in flight at once, per server'})
     timeout: float = field(default=120.0, metadata={'help': 'openai backend: seconds per request'})
+    prompts_per_request: int = field(default=64, metadata={'help': 'openai backend: prompts in one completions request at most '
+                                     '(a phase of the society goes in as few requests as this allows; 1: one request per prompt)'})
     tokenizer_name_or_path: str | None = field(default=None, metadata={'help': 'openai backend with --as_chat: format the chat template '
                                                'locally with this tokenizer (default: the served model, if its name is a local folder)',
                                                      'aliases': ['--tokenizer_name']})
@@ -72,9 +84,9 @@ class SimulateArguments:
 
 # flags that do not change what the simulation writes; every other flag and setting must stay the same on a resume
 # (the society config's path is free: its contents are recorded and checked instead)
-RUN_ONLY = ('device', 'progress', 'society_config', 'base_url', 'api_key_env', 'max_concurrency', 'timeout')
+RUN_ONLY = ('device', 'progress', 'society_config', 'base_url', 'api_key_env', 'max_concurrency', 'timeout', 'prompts_per_request')
 # the flags a society config's model entry takes as its defaults
-MODEL_DEFAULTS = ('backend', 'dtype', 'batch_size', 'as_chat', 'max_concurrency', 'timeout')
+MODEL_DEFAULTS = ('backend', 'dtype', 'batch_size', 'as_chat', 'max_concurrency', 'timeout', 'prompts_per_request')
 
 
 def fail(msg):
@@ -85,7 +97,8 @@ def model_spec(name, args):
     "A model entry for `make_generator` from the command line's flags (the agents' model, or the observer's)."
     spec = {k: getattr(args, k) for k in MODEL_DEFAULTS}
     if args.backend != 'openai': return {**spec, 'model_name_or_path': name}
-    return {**spec, 'base_url': args.base_url, 'model': name, 'api_key_env': args.api_key_env,
+    urls = [u.strip() for u in args.base_url.split(',') if u.strip()]
+    return {**spec, 'base_url': urls[0] if len(urls) == 1 else urls, 'model': name, 'api_key_env': args.api_key_env,
             'tokenizer_name_or_path': args.tokenizer_name_or_path}
 
 
@@ -152,6 +165,24 @@ def build_single(args, cfg):
     return gen, None, observer, ({'model_name_or_path': gen.model} if args.backend == 'openai' else {})
 
 
+def join_processes(args):
+    "Under `accelerate launch`: join the launch's processes (gloo between CPU ranks on a machine with no GPU), each on its own device."
+    import os
+    from social_align.trainers.command_line import use_cpu_ranks_without_accelerator
+    use_cpu_ranks_without_accelerator()
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:
+        from social_align.core import distributed_state
+        state = distributed_state()
+        if args.device is None: args.device = str(state.device)
+        import torch
+        if args.backend == 'vllm' and not args.society_config and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+            # --backend vllm: the engine runs in a child process that takes the first GPU it sees; show it this process's own
+            gpus = os.environ.get('CUDA_VISIBLE_DEVICES', ','.join(map(str, range(torch.cuda.device_count())))).split(',')
+            os.environ['CUDA_VISIBLE_DEVICES'] = gpus[state.local_process_index % len(gpus)]
+    from social_align.core import process_info
+    return process_info()
+
+
 def main(argv=None):
     from social_align.trainers.base import parse_cli
     from social_align.sandbox import SandboxConfig
@@ -163,6 +194,7 @@ def main(argv=None):
     try: cfg.check()
     except ValueError as e: fail(e)
     check_args(args)
+    rank, _ = join_processes(args)
     gens, names, observer, extra = (build_society if args.society_config else build_single)(args, cfg)
     settings = {**{k: v for k, v in vars(args).items() if k not in RUN_ONLY}, **extra}
     try: path = run_sandbox(cfg, gens, observer, embedder=Embedder(args.embedder_name_or_path, device=args.device),
@@ -171,7 +203,7 @@ def main(argv=None):
     except ResumeSettingsError as e: fail(e)
     except GenerationError as e:
         fail(f'generation failed: {e}\nThe finished rounds are kept in {cfg.output_dir}: run the same command again to resume.')
-    print(f'records: {path}')
+    if rank == 0: print(f'records: {path}')
 
 
 if __name__ == '__main__': main()

@@ -12,7 +12,7 @@
 
 ALMoST's own command line works too: --output_dir DIR (pg writes DIR/prompts.txt; rg reads it and writes one
 <configuration>.jsonl per run into DIR; cs reads DIR and writes DIR/comparison.jsonl), --prompt_file_path (pg: the
-seed file; rg: the demonstrations, 'hhh', 'faithful' or a JSON file, of one configuration of --model_name_or_path
+seed file; rg: the demonstrations, 'hhh', 'faithful', a JSON file or ALMoST's *_prompt.txt text layout, of one configuration of --model_name_or_path
 named <model>-<demonstrations>-<n_shot>shot as ALMoST names it), --n_shot (pg default 10, rg 3), --rubric as a
 space-separated list of configuration names best first (a comma joins tied names: --rubric big-hhh-5shot
 big-hhh-3shot,small-hhh-5shot small-faithful-3shot), --use_hf (= --backend hf, the default here), --cache_dir:
@@ -22,13 +22,23 @@ big-hhh-3shot,small-hhh-5shot small-faithful-3shot), --use_hf (= --backend hf, t
     python scripts/synthetic_feedback.py --mode cs --output_dir data/almost --rubric model-hhh-5shot model-hhh-3shot
 
 Every stage resumes: PG continues up to --num_generation, RG generates only the prompts a configuration's
-<name>.jsonl does not hold yet, RMSP continues after the last query written. Rerun a killed run with the same flags:
+<name>.jsonl does not hold yet, RMSP plays the chunks of queries without a dialogue. Rerun a killed run with the same flags:
 the chunk it stopped in is generated again whole (PG: --pg_chunk_size prompts; RG, RMSP: --batch_size prompts) with
 a seed fixed by --seed and the chunk's place, so the resumed output is exactly that of an uninterrupted run (with a
 deterministic backend). The CS output is preference JSONL {prompt, chosen, rejected, meta} for
 scripts/train_reward.py (or TRL) as it is. Each run prints its counts (kept, dropped by rule) as one JSON line.
+
+On several processes (GPUs), under accelerate launch or torchrun, RG and RMSP deal out their chunks: each process
+makes its share on its own device into <output>.rank<r>-of-<N>.jsonl, and the main process merges them into the
+output in prompt order, which is then the file one process writes; a killed run resumes on any number of processes.
+PG runs --pg_calls_per_round generate calls side by side from one pool snapshot (use a multiple of N), every process
+filters all of them alike and the main process writes the file: the same file for any N with the same
+--pg_calls_per_round (1, the default, is the one-process loop). CS runs on the main process only (no model):
+
+    accelerate launch --num_processes 8 scripts/synthetic_feedback.py --mode rg --prompts_path data/prompts.txt \\
+        --configurations_path configs.json --output_path data/rg --batch_size 32
 """
-import json, sys
+import json, os, sys
 from dataclasses import dataclass, field
 
 MODES = ('pg', 'rg', 'cs', 'rmsp')
@@ -44,15 +54,16 @@ class SyntheticFeedbackArguments:
     cache_dir: str = field(default=None, metadata={'help': 'where models from the hub are downloaded (from_pretrained cache_dir; vLLM download_dir)'})
     n_candidates: int = field(default=4, metadata={'help': 'rmsp: assistant turns proposed per step'})
     n_turns: int = field(default=2, metadata={'help': 'rmsp: assistant turns per dialogue'})
-    demonstrations: str = field(default='hhh', metadata={'help': "rmsp: demonstration set of the prompted model ('hhh', 'faithful' or a JSON file)"})
+    demonstrations: str = field(default='hhh', metadata={'help': "rmsp: demonstration set of the prompted model ('hhh', 'faithful', a JSON file or ALMoST's *_prompt.txt text layout)"})
     rmsp_n_shot: int = field(default=3, metadata={'help': 'rmsp: demonstrations in the prompt'})
     drop_bad: bool = field(default=True, metadata={'help': 'rmsp: never pick a BAD candidate'})
     seed_path: str = field(default=None, metadata={'help': 'pg: seed file, first line the instruction, then seed queries (default: the built-in one)'})
-    prompt_file_path: str = field(default=None, metadata={'help': "ALMoST's flag: pg: the seed file (as --seed_path); rg: demonstrations ('hhh', 'faithful' or a JSON file) of one configuration of --model_name_or_path"})
+    prompt_file_path: str = field(default=None, metadata={'help': "ALMoST's flag: pg: the seed file (as --seed_path); rg: demonstrations ('hhh', 'faithful', a JSON file or ALMoST's *_prompt.txt text layout) of one configuration of --model_name_or_path"})
     num_generation: int = field(default=100, metadata={'help': 'pg: prompts to mine in total'})
     n_shot: int = field(default=None, metadata={'help': 'pg: Query: examples per generation prompt (default 10); rg with --prompt_file_path: demonstrations in the prompt (default 3)'})
     max_calls: int = field(default=200, metadata={'help': 'pg: give up after this many generate calls (in one run)'})
     pg_chunk_size: int = field(default=64, metadata={'help': 'pg: mined prompts per resumable chunk (a rerun regenerates the chunk it stopped in)'})
+    pg_calls_per_round: int = field(default=1, metadata={'help': 'pg: generate calls drawn from one pool snapshot, made side by side on a launch\'s processes (use a multiple of the number of processes)'})
     min_chars: int = field(default=30, metadata={'help': 'pg: shorter queries need final punctuation'})
     max_chars: int = field(default=250, metadata={'help': 'pg: longer queries are dropped'})
     rouge_threshold: float = field(default=0.5, metadata={'help': 'pg: drop queries with ROUGE-L F >= this against any seed or mined one'})
@@ -70,7 +81,7 @@ class SyntheticFeedbackArguments:
     batch_size: int = field(default=16, metadata={'help': 'pg: candidates per generate call; rg: prompts per generate call; hf backend: sequences per batch'})
     backend: str = field(default='hf', metadata={'help': "generation engine: 'hf' (transformers) or 'vllm'", 'choices': ['hf', 'vllm'], 'aliases': ['--generation_backend']})
     use_hf: bool = field(default=False, metadata={'help': "ALMoST's flag: --backend hf"})
-    device: str = field(default=None, metadata={'help': "'cpu', 'cuda', ... (default: the best available)"})
+    device: str = field(default=None, metadata={'help': "'cpu', 'cuda', ... (default: the best available; under a multi-process launch, the process's own)"})
     dtype: str = field(default='auto', metadata={'help': "'auto', 'fp32', 'bf16' or 'fp16'"})
     seed: int = field(default=0, metadata={'help': "sampling seed (each chunk's seed is derived from it and the chunk's first record)"})
 
@@ -123,14 +134,26 @@ def seed_configuration(args):
     return sf.RGConfiguration(name=name, model=args.model_name_or_path, demonstrations=demos, n_shot=n).check(f'--prompt_file_path {demos}')
 
 
+def report(stats):
+    "Print a stage's counts as one JSON line, on the main process only (every process holds the same counts)."
+    from social_align.core import process_info
+    if process_info()[0] == 0: print(json.dumps(stats), flush=True)
+
+
 def main(argv=None):
-    from social_align.trainers.command_line import parse_cli
+    from social_align.trainers.command_line import parse_cli, use_cpu_ranks_without_accelerator
+    use_cpu_ranks_without_accelerator()                               # a launch on a machine with no GPU: gloo between CPU ranks
     (args,) = parse_cli((SyntheticFeedbackArguments,), argv, __doc__)
     if args.mode not in MODES:
         print(f"synthetic_feedback.py: error: argument --mode: invalid choice: {args.mode!r} (choose from {', '.join(MODES)})", file=sys.stderr)
         sys.exit(2)
     almost_defaults(args)
     need(args, 'output_path')
+    from social_align.core import process_info
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:                       # join the launch's processes (gloo on CPU ranks)
+        from social_align.core import distributed_state
+        state = distributed_state()
+        if args.device is None: args.device = str(state.device)          # every process on its own device
     import social_align.synthetic_feedback as sf
     if args.mode == 'pg':
         need(args, 'model_name_or_path')
@@ -138,10 +161,10 @@ def main(argv=None):
                           temperature=1.2 if args.temperature is None else args.temperature, top_p=args.top_p,
                           max_new_tokens=args.max_new_tokens or 64, min_chars=args.min_chars, max_chars=args.max_chars,
                           rouge_threshold=args.rouge_threshold, max_calls=args.max_calls, chunk_size=args.pg_chunk_size,
-                          seed=args.seed).check()
+                          calls_per_round=args.pg_calls_per_round, seed=args.seed).check()
         with make_generator(args, args.model_name_or_path) as gen:
             stats = sf.mine_prompts(args.seed_path or sf.almost_asset('seed_prompts.txt'), gen, args.output_path, cfg, progress=True)
-        print(json.dumps(stats))
+        report(stats)
     elif args.mode == 'rg':
         if args.prompt_file_path:
             need(args, 'prompts_path', 'model_name_or_path')
@@ -165,7 +188,7 @@ def main(argv=None):
                 if c.model != gen_model:                                    # one model loaded at a time
                     if gen is not None: gen.close()
                     gen, gen_model = make_generator(args, c.model), c.model
-                print(json.dumps(sf.generate_responses(prompts, gen, c, args.output_path, cfg, progress=True)), flush=True)
+                report(sf.generate_responses(prompts, gen, c, args.output_path, cfg, progress=True))
         finally:
             if gen is not None: gen.close()
     elif args.mode == 'rmsp':
@@ -181,8 +204,8 @@ def main(argv=None):
         rm_tok = load_tokenizer(args.reward_model_name_or_path, **hub_kwargs(args))
         with make_generator(args, args.model_name_or_path) as gen:
             stats = sf.self_play(prompts, gen, rm, rm_tok, args.output_path, cfg, progress=True)
-        print(json.dumps(stats))
-    else:
+        report(stats)
+    elif process_info()[0] == 0:                                        # cs: no model, cheap and central: the main process only
         if not args.rubric: need(args, 'rg_dir', 'rubric_path')
         else: need(args, 'rg_dir')
         rubric = [lv.split(',') if ',' in lv else lv for lv in args.rubric] if args.rubric else args.rubric_path

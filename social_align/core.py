@@ -16,8 +16,10 @@ from fastcore.basics import listify
 # %% auto #0
 __all__ = ['RESUME_SETTINGS', 'DataError', 'seed_everything', 'available_devices', 'get_device', 'atomic_write_text',
            'atomic_write_json', 'input_file', 'read_json', 'iter_jsonl', 'read_jsonl', 'repair_torn_tail',
-           'JsonlWriter', 'write_jsonl', 'done_keys', 'ResumeSettingsError', 'check_resume_settings', 'Config',
-           'help_field', 'mean_or_none', 'pyplot', 'finish_figure']
+           'JsonlWriter', 'write_jsonl', 'done_keys', 'distributed_state', 'process_info', 'wait_for_everyone',
+           'sum_over_processes', 'from_main_process', 'shard_path', 'shard_files', 'merge_shards', 'ShardedOutput',
+           'ResumeSettingsError', 'check_resume_settings', 'Config', 'help_field', 'mean_or_none', 'pyplot',
+           'finish_figure']
 
 # %% ../nbs/00_core.ipynb #dbed00e9
 class DataError(ValueError):
@@ -191,6 +193,109 @@ def done_keys(path:str|Path, # JSONL file of a stage's output
             if missing: raise DataError('record has no key field', path, lineno, missing[0])
             out.add(r[keys[0]] if len(keys) == 1 else tuple(r[k] for k in keys))
     return out
+
+# %% ../nbs/00_core.ipynb #2becaf20
+def _distributed()->bool: return int(os.environ.get('WORLD_SIZE', '1')) > 1
+
+def distributed_state():
+    "accelerate's `PartialState` of this launch, on CPU ranks (gloo) where the machine has no accelerator or the launch asks for CPU."
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+    return PartialState(cpu=parse_flag_from_env('ACCELERATE_USE_CPU') or not torch.accelerator.is_available())
+
+def process_info()->tuple[int, int]:
+    "`(rank, world_size)` of this process: from accelerate's state under a multi-process launch, else `(0, 1)`."
+    if not _distributed(): return 0, 1
+    s = distributed_state()
+    return s.process_index, s.num_processes
+
+def wait_for_everyone():
+    "A barrier across the launch's processes; nothing in a single process."
+    if _distributed(): distributed_state().wait_for_everyone()
+
+# %% ../nbs/00_core.ipynb #de9ca0a5
+def sum_over_processes(n:int)->int:
+    "`n` summed over the launch's processes (`n` itself in one process)."
+    if process_info()[1] == 1: return n
+    from accelerate.utils import gather_object
+    return sum(gather_object([n]))
+
+def from_main_process(obj):
+    "The main process's `obj` on every process (after the main process has computed it: this waits for it)."
+    if process_info()[1] == 1: return obj
+    from accelerate.utils import broadcast_object_list
+    return broadcast_object_list([obj], from_process=0)[0]
+
+# %% ../nbs/00_core.ipynb #bf013b78
+def shard_path(path:str|Path, # a stage's output file, e.g. `pairs.jsonl`
+               rank:int, world_size:int)->Path:
+    "The file process `rank` of `world_size` writes while the stage runs: `pairs.rank0-of-2.jsonl`."
+    path = Path(path)
+    return path.with_name(f'{path.stem}.rank{rank}-of-{world_size}{path.suffix}')
+
+def shard_files(path:str|Path)->list[Path]:
+    "The shard files of `path` on disk, of any world size, in (world size, rank) order."
+    import re
+    path = Path(path)
+    pat = re.compile(re.escape(path.stem) + r'\.rank(\d+)-of-(\d+)' + re.escape(path.suffix))
+    found = [(int(m[2]), int(m[1]), f) for f in path.parent.glob(f'{path.stem}.rank*-of-*{path.suffix}') if (m := pat.fullmatch(f.name))]
+    return [f for *_, f in sorted(found)]
+
+# %% ../nbs/00_core.ipynb #2c4f327f
+def _key_of(rec:dict, keys:list[str]): return rec[keys[0]] if len(keys) == 1 else tuple(rec[k] for k in keys)
+
+def merge_shards(path:str|Path,           # the stage's output file
+                 key:str|list[str],        # field(s) that identify a unit of work
+                 order:Iterable|None=None  # the stage's keys in the order one process writes them (None: as found)
+                )->int:
+    "Fold the shard files of `path` into it, each key once (the first copy wins), in `order`; returns the shards merged."
+    path, keys, shards = Path(path), listify(key), shard_files(path)
+    if not shards: return 0
+    recs = {}
+    for f in ([path] if path.exists() else []) + shards:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')                 # a torn last line of a killed writer: that record is redone
+            for lineno, r in iter_jsonl(f, with_lines=True):
+                if any(k not in r for k in keys): raise DataError('record has no key field', f, lineno, next(k for k in keys if k not in r))
+                recs.setdefault(_key_of(r, keys), r)
+    if order is not None:
+        pos = {k: i for i, k in enumerate(order)}
+        recs = dict(sorted(recs.items(), key=lambda kv: pos.get(kv[0], len(pos))))   # keys outside `order` keep their place at the end
+    write_jsonl(path, recs.values())
+    for f in shards: f.unlink()
+    return len(shards)
+
+# %% ../nbs/00_core.ipynb #a8e38115
+class ShardedOutput:
+    "The output file of a stage whose units of work are split across the processes of a launch (see above)."
+    def __init__(self,
+                 path:str|Path,          # the stage's output file (JSONL)
+                 key:str|list[str],       # field(s) that identify a unit of work
+                 rank:int|None=None,      # this process (default: `process_info()`)
+                 world_size:int|None=None):
+        self.path, self.key = Path(path), key
+        r, w = process_info()
+        self.rank, self.world_size = (r if rank is None else rank), (w if world_size is None else world_size)
+        self.done = set().union(*(done_keys(f, key) for f in [self.path, *shard_files(self.path)]))
+        wait_for_everyone()             # everyone has read `done` before anyone writes: the same split on every process
+
+    def mine(self, keys:Iterable)->list:
+        "This process's share of the keys not done yet: every `world_size`-th, in order."
+        return [k for k in keys if k not in self.done][self.rank::self.world_size]
+
+    @property
+    def write_path(self)->Path: return self.path if self.world_size == 1 else shard_path(self.path, self.rank, self.world_size)
+
+    def writer(self, durable:bool=False)->JsonlWriter:
+        "A `JsonlWriter` on this process's file (the output itself in a single process)."
+        return JsonlWriter(self.write_path, durable=durable)
+
+    def finish(self, order:Iterable|None=None)->Path:
+        "Wait for every process, merge the shards into the output on the main process, wait again; returns the output path."
+        wait_for_everyone()
+        if self.rank == 0: merge_shards(self.path, self.key, order)
+        wait_for_everyone()
+        return self.path
 
 # %% ../nbs/00_core.ipynb #fe75112b
 class ResumeSettingsError(ValueError):

@@ -15,7 +15,7 @@ from .core import DataError, input_file, iter_jsonl, read_json
 __all__ = ['ROLES', 'PROMPT_ROLES', 'INTERACTION_FIELDS', 'SCHEMAS', 'DIALOGUE_FORMATS', 'PROMPT_SCHEMA', 'chat_problem',
            'check_text', 'check_number', 'check_messages', 'Schema', 'get_schema', 'hh_messages', 'render_dialogue',
            'extract_prompt', 'iter_file_records', 'load_records', 'load_dataset_records', 'read_lines', 'load_prompts',
-           'as_text']
+           'as_text', 'lcs_length']
 
 # %% ../nbs/03_data.ipynb #7f8cfd03
 ROLES = ('system', 'user', 'assistant', 'tool')
@@ -380,3 +380,14 @@ def as_text(x:str|list[dict])->str:
     if isinstance(x, str): return x
     names = {'user': 'Human', 'assistant': 'Assistant', 'tool': 'Tool'}
     return '\n\n'.join(m['content'] if m['role'] == 'system' else f"{names[m['role']]}: {m['content']}" for m in x)
+
+# %% ../nbs/03_data.ipynb #771ec9f2
+def lcs_length(a:Sequence, b:Sequence)->int:
+    "Length of the longest common subsequence (dynamic programming, O(len(a) len(b)) time, O(len(b)) memory)."
+    if not a or not b: return 0
+    prev = [0]*(len(b)+1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b): cur.append(prev[j] + 1 if x == y else max(prev[j+1], cur[j]))
+        prev = cur
+    return prev[-1]

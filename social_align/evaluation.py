@@ -10,18 +10,20 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-from .core import DataError, input_file, iter_jsonl, read_json
+from .core import DataError, input_file, iter_jsonl, read_json, process_info
 from .data import check_number
 from .models import is_decoder_reward_model, sequence_rewards, score_texts, ensure_pad_token
 from .logprobs import forward_logprobs, sequence_logprobs, make_batch
 from .tokenization import encode_prompt_response, pair_text, distinct_n
+from .synthetic_feedback import chunk_seed, my_chunks
 
 # %% auto #0
 __all__ = ['AB_TEMPLATE', 'AB_FIELDS', 'MC1_FIELDS', 'HHH_CATEGORIES', 'MC1_TEMPLATE', 'pairwise_accuracy', 'reward_scores',
            'rm_accuracy', 'implicit_reward_metrics', 'response_logprobs', 'implicit_reward_accuracy', 'eval_asset',
            'load_ab_items', 'load_mc1_items', 'ab_prompts', 'load_hhh_items', 'load_truthfulqa_mc1', 'ab_scores',
-           'letter_logprobs', 'ab_accuracy', 'mc1_scores', 'mc1_accuracy', 'win_rate_from_scores', 'reward_win_rate',
-           'parse_vote', 'win_rate_from_votes', 'judge_win_rate', 'generation_stats', 'sample_kl']
+           'letter_logprobs', 'ab_accuracy', 'mc1_scores', 'mc1_accuracy', 'sample_share', 'sample_chunks',
+           'win_rate_from_scores', 'reward_win_rate', 'parse_vote', 'win_rate_from_votes', 'judge_win_rate',
+           'generation_stats', 'sample_kl']
 
 # %% ../nbs/40_evaluation.ipynb #00fdeed3
 def _as_float_tensor(x, name:str)->Tensor:
@@ -285,6 +287,27 @@ def mc1_accuracy(model:nn.Module, tokenizer,
     for it in items: grouped.append(lp[k:k+len(it['choices'])]); k += len(it['choices'])
     return mc1_scores(grouped, [it['label'] for it in items])
 
+# %% ../nbs/40_evaluation.ipynb #ea7749ab
+def sample_share(generator, prompts:Sequence,      # a `Generator`; all the prompts (strings or chats)
+                 chunk_size:int=64, seed:int=0,    # prompts per call; the run's seed (chunk k samples with `chunk_seed(seed, 'eval', k*chunk_size)`)
+                 rank:int=0, world_size:int=1,     # this process, of the launch's processes
+                 **kwargs                          # `generate_text`'s sampling settings (`n`, `temperature`, `max_new_tokens`, ...)
+                )->dict[int, list[list[str]]]:
+    "The chunks process `rank` samples: `{first prompt index: generate_text of the chunk's prompts}`."
+    prompts = list(prompts)
+    return {lo: generator.generate_text(prompts[lo:lo + chunk_size], seed=chunk_seed(seed, 'eval', lo), **kwargs)
+            for lo in my_chunks(len(prompts), chunk_size, lambda i: True, rank, world_size, 'sampling')}
+
+# %% ../nbs/40_evaluation.ipynb #76f58d2d
+def sample_chunks(generator, prompts:Sequence, chunk_size:int=64, seed:int=0, **kwargs)->list[list[str]]:
+    "`generate_text` of `prompts` in chunks, split across the launch's processes; every process gets all the texts, in prompt order."
+    rank, world = process_info()
+    got = sample_share(generator, prompts, chunk_size, seed, rank, world, **kwargs)
+    if world > 1:
+        from accelerate.utils import gather_object
+        for d in gather_object([got]): got.update(d)
+    return [texts for lo in sorted(got) for texts in got[lo]]
+
 # %% ../nbs/40_evaluation.ipynb #abb47d6f
 def win_rate_from_scores(scores_a:Sequence[float]|Tensor,  # [n] judge scores of policy A's responses
                          scores_b:Sequence[float]|Tensor   # [n] of policy B's
@@ -319,11 +342,13 @@ def win_rate_from_votes(votes_ab:Sequence[str|None],  # per prompt, the judge's 
             'ties': sum(p == .5 for p in per), 'n': len(per)}
 
 def judge_win_rate(judge, prompts:Sequence[str], responses_a:Sequence[str], responses_b:Sequence[str],
-                   max_new_tokens:int=3)->dict:
-    "Win rate of A over B by an LM judge (a `Generator`, greedy), asked in both orders with `AB_TEMPLATE`."
+                   max_new_tokens:int=3,
+                   chunk_size:int=64      # judge prompts per call (and per share on a launch's processes: see `sample_chunks`)
+                  )->dict:
+    "Win rate of A over B by an LM judge (a `Generator`, greedy), asked in both orders with `AB_TEMPLATE`; on every process of a launch."
     ab = [AB_TEMPLATE.format(question=p, first=a, second=b) for p, a, b in zip(prompts, responses_a, responses_b)]
     ba = [AB_TEMPLATE.format(question=p, first=b, second=a) for p, a, b in zip(prompts, responses_a, responses_b)]
-    out = judge.generate_text(ab + ba, temperature=0, max_new_tokens=max_new_tokens)
+    out = sample_chunks(judge, ab + ba, chunk_size, temperature=0, max_new_tokens=max_new_tokens)
     votes = [parse_vote(o[0]) for o in out]
     return win_rate_from_votes(votes[:len(ab)], votes[len(ab):])
 

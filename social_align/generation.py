@@ -6,7 +6,7 @@
 from __future__ import annotations
 import contextlib, gc, importlib.util, json, logging, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import count
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,8 +19,9 @@ from .models import (eval_mode, format_prompt, check_messages, ensure_pad_token,
 
 # %% auto #0
 __all__ = ['VLLM_INSTALL_HINT', 'SamplingConfig', 'Completion', 'GenerationError', 'PartialGenerationError', 'cut_at_stop',
-           'check_prompts', 'Generator', 'StopOnStrings', 'HFGenerator', 'vllm_available', 'VLLMGenerator',
-           'OpenAIGenerator', 'vllm_server']
+           'check_prompts', 'Generator', 'prompt_seeds', 'StopOnStrings', 'row_seed', 'RowSampler', 'HFGenerator',
+           'vllm_available', 'VLLMGenerator', 'cpu_scheduler_settings', 'OpenAIGenerator', 'toy_openai_server',
+           'vllm_server']
 
 # %% ../nbs/02_generation.ipynb #a1a9ebe0
 @dataclass
@@ -32,6 +33,7 @@ class SamplingConfig(Config):
     max_new_tokens: int = 64     # generated tokens at most, per completion
     stop: list[str] = field(default_factory=list) # cut a completion at the first of these strings (not included)
     seed: int = 0                # same prompts + seed -> same completions, per backend
+    seeds: list[int]|None = None # one seed per prompt (`generate(seed=[...])`); None: prompt i gets `seed + i` (vLLM, servers)
     logprobs: bool = False       # also return each generated token's log-probability
 
     def check(self)->'SamplingConfig':
@@ -43,6 +45,8 @@ class SamplingConfig(Config):
         if not 0 < self.top_p <= 1: raise ValueError(f'top_p must be in (0, 1], got {self.top_p}')
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise ValueError(f'max_new_tokens must be a positive integer, got {self.max_new_tokens!r}')
+        if self.seeds is not None and any(not isinstance(s, int) or isinstance(s, bool) for s in self.seeds):
+            raise ValueError(f'seeds must be integers, got {self.seeds!r}')
         if any(not isinstance(s, str) or not s for s in self.stop): raise ValueError(f'stop strings must be non-empty strings, got {self.stop!r}')
         return self
 
@@ -123,14 +127,16 @@ class Generator:
                  top_p:float=1.0,
                  max_new_tokens:int=64,
                  stop:str|Sequence[str]|None=None, # cut completions at these strings
-                 seed:int=0,
+                 seed:int|Sequence[int]=0, # one seed for the call, or one per prompt
                  logprobs:bool=False,     # return per-token log-probs
                  progress:bool|None=None  # show a progress bar (None: only for long runs)
                 )->list[list[Completion]]:
         "For each prompt, in order, its `n` completions."
-        cfg = SamplingConfig(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                             stop=stop or [], seed=seed, logprobs=logprobs).check()
+        seeds = None if isinstance(seed, int) else [int(s) if isinstance(s, int) else s for s in seed]
+        cfg = SamplingConfig(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=stop or [],
+                             seed=seeds[0] if seeds else (seed if isinstance(seed, int) else 0), seeds=seeds, logprobs=logprobs).check()
         prompts = check_prompts(prompts)
+        if seeds is not None and len(seeds) != len(prompts): raise ValueError(f'{len(seeds)} seeds for {len(prompts)} prompts')
         if not prompts: return []
         return self._generate(prompts, cfg, progress)
 
@@ -144,6 +150,16 @@ class Generator:
     def close(self): pass
     def __enter__(self): return self
     def __exit__(self, *args): self.close()
+
+# %% ../nbs/02_generation.ipynb #e7043b25
+def prompt_seeds(prompts:Sequence, # the call's prompts (strings or chats)
+                 seed:int=0)->list[int]:
+    "Each prompt's sampling seed: `seed` + the number of earlier copies of the same prompt."
+    seen, out = {}, []
+    for p in prompts:
+        k = p if isinstance(p, str) else json.dumps(p, sort_keys=True)
+        out.append(seed + seen.get(k, 0)); seen[k] = seen.get(k, 0) + 1
+    return out
 
 # %% ../nbs/02_generation.ipynb #e4e488ff
 from transformers import StoppingCriteria
@@ -164,6 +180,27 @@ class StopOnStrings(StoppingCriteria):
             tail = self.tokenizer.decode(gen[b, -self.lookback:], skip_special_tokens=True)
             if any(s in tail for s in self.stops): done[b] = True; self.stopped_at[b] = gen.shape[1]
         return done
+
+# %% ../nbs/02_generation.ipynb #9c3e5a71
+from transformers import LogitsProcessor, TopPLogitsWarper
+
+def row_seed(seed:int, sample:int)->int:
+    "The seed of sample `sample` of a prompt seeded with `seed` (distinct per sample, non-negative, 63 bits)."
+    return (int(seed) * 0x9E3779B97F4A7C15 + int(sample) * 0xBF58476D1CE4E5B9 + 1) % 2**63
+
+class RowSampler(LogitsProcessor):
+    "Sample each row from its own `torch.Generator` (after temperature and top-p) and keep only that token, for a greedy `generate` to pick."
+    def __init__(self, seeds:Sequence[int], temperature:float, top_p:float=1.0, device=None):
+        self.temperature, self.top_p = temperature, top_p
+        self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids:torch.LongTensor, scores:torch.FloatTensor)->torch.FloatTensor:
+        s = scores.float() / self.temperature
+        if self.top_p < 1: s = TopPLogitsWarper(self.top_p)(input_ids, s)
+        probs = s.softmax(-1)
+        picks = torch.cat([torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(self.gens)])
+        return torch.full_like(scores, -float('inf')).scatter_(1, picks[:, None], 0.)
+
 
 # %% ../nbs/02_generation.ipynb #74d200f3
 class HFGenerator(Generator):
@@ -191,11 +228,12 @@ class HFGenerator(Generator):
         dev = self.model.device
         return ids.to(dev), mask.to(dev)
 
-    def _gen_config(self, cfg:SamplingConfig):
+    def _gen_config(self, cfg:SamplingConfig, row_seeds:bool=False):
         from transformers import GenerationConfig
         kw = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_ids,
                   return_dict_in_generate=True, output_logits=cfg.logprobs, num_beams=1)
-        if cfg.temperature > 0: kw.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+        if row_seeds: kw.update(do_sample=False)   # `RowSampler` samples; greedy decoding picks its token
+        elif cfg.temperature > 0: kw.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
         else: kw.update(do_sample=False)
         return GenerationConfig(**kw)
 
@@ -220,7 +258,8 @@ class HFGenerator(Generator):
         seqs = sorted(((p, s) for p in range(len(prompts)) for s in range(cfg.n)), key=lambda o: (-len(ids[o[0]]), o))
         batches = [seqs[i:i+self.batch_size] for i in range(0, len(seqs), self.batch_size)]
         out = [[None]*cfg.n for _ in prompts]
-        gen_cfg = self._gen_config(cfg)
+        per_row = cfg.seeds is not None and cfg.temperature > 0    # one seed per prompt: each row its own generator
+        gen_cfg = self._gen_config(cfg, per_row)
         show = progress if progress is not None else len(batches) > 8
         devs = [self.model.device.index or 0] if self.model.device.type == 'cuda' else []
         with torch.random.fork_rng(devices=devs), eval_mode(self.model):   # no dropout, whatever mode a trainer left
@@ -229,8 +268,9 @@ class HFGenerator(Generator):
                 input_ids, mask = self._batch([ids[p] for p, _ in batch])
                 L = input_ids.shape[1]
                 stopper = StopOnStrings(self.tokenizer, cfg.stop, L) if cfg.stop else None
+                procs = [RowSampler([row_seed(cfg.seeds[p], s) for p, s in batch], cfg.temperature, cfg.top_p, input_ids.device)] if per_row else None
                 res = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gen_cfg,
-                                          stopping_criteria=[stopper] if stopper else None)
+                                          stopping_criteria=[stopper] if stopper else None, logits_processor=procs)
                 gen = res.sequences[:, L:].cpu()
                 lps = None
                 if cfg.logprobs:
@@ -270,6 +310,7 @@ class VLLMGenerator(Generator):
         src = resolve_model_source(model)
         self.tokenizer = tokenizer or load_tokenizer(src, trust_remote_code=trust_remote_code)
         if gpu_memory_utilization is None: gpu_memory_utilization = 0.85 if torch.cuda.is_available() else 0.2
+        engine_kwargs = {**cpu_scheduler_settings(src, max_model_len), **engine_kwargs}
         self.llm = LLM(model=src, dtype=_vllm_dtype(dtype), gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len, enforce_eager=enforce_eager, trust_remote_code=trust_remote_code,
                        **engine_kwargs)
@@ -279,8 +320,10 @@ class VLLMGenerator(Generator):
         from vllm import SamplingParams
         ids = [self.encode(self.format(p)) for p in prompts]
         for i, x in enumerate(ids): self.check_length(i, len(x), cfg.max_new_tokens)
-        params = [SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
-                                 stop=cfg.stop or None, stop_token_ids=stop_token_ids(self.tokenizer), seed=cfg.seed + i,
+        seeds = cfg.seeds or [cfg.seed + i for i in range(len(prompts))]
+        greedy = cfg.temperature == 0      # vLLM refuses n > 1 for greedy decoding: ask once, copy (the samples are identical)
+        params = [SamplingParams(n=1 if greedy else cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
+                                 stop=cfg.stop or None, stop_token_ids=stop_token_ids(self.tokenizer), seed=seeds[i],
                                  logprobs=0 if cfg.logprobs else None)
                   for i in range(len(prompts))]
         show = progress if progress is not None else len(prompts)*cfg.n > 256
@@ -296,6 +339,8 @@ class VLLMGenerator(Generator):
                 if c.finish_reason not in ('stop', 'length'):
                     raise GenerationError(f'prompt {i}: vLLM ended the request with finish_reason={c.finish_reason!r}')
                 cs.append(Completion(text, i, s, reason, stop, list(c.token_ids), lps))
+            if greedy: cs = [replace(cs[0], sample_index=s, token_ids=list(cs[0].token_ids),
+                                     logprobs=None if cs[0].logprobs is None else list(cs[0].logprobs)) for s in range(cfg.n)]
             res.append(cs)
         return res
 
@@ -305,6 +350,19 @@ class VLLMGenerator(Generator):
         if llm is not None:
             with contextlib.suppress(Exception): llm.llm_engine.engine_core.shutdown()
             del llm; gc.collect()
+
+# %% ../nbs/02_generation.ipynb #19488d65
+def cpu_scheduler_settings(model:str|Path,            # the model folder or name vLLM loads
+                           max_model_len:int|None=None, # the served context (None: the model's)
+                           min_budget:int=8192)->dict:  # the smallest token budget of a step
+    "vLLM scheduler settings that keep seeded sampling alive on CPU (no chunked prefill); `{}` where CUDA is present."
+    if torch.cuda.is_available(): return {}
+    if max_model_len is None:
+        with contextlib.suppress(Exception):
+            from transformers import AutoConfig
+            c = AutoConfig.from_pretrained(str(model))
+            max_model_len = getattr(c, 'max_position_embeddings', None) or getattr(c, 'n_positions', None)
+    return dict(enable_chunked_prefill=False, max_num_batched_tokens=max(min_budget, max_model_len or 0))
 
 # %% ../nbs/02_generation.ipynb #56341422
 _log = logging.getLogger(__name__)
@@ -316,6 +374,10 @@ class _Abort(GenerationError):
     "A failure that is not about one prompt (server unreachable, bad key/URL/model, a timeout): stop sending others."
 
 _TIMED_OUT = 'x-social-align-timed-out'   # marks the local 504 that stands for a request that ran out of time
+
+def _where(idx:Sequence[int])->str:
+    "How an error names the prompts of one request."
+    return f'prompt {idx[0]}' if len(idx) == 1 else f'prompts {idx[0]}..{idx[-1]} ({len(idx)} in one request)'
 
 def _redact(text:str, secrets:Sequence[str]=())->str:
     "`text` with every secret, and any bearer token, replaced by `***`."
@@ -358,28 +420,40 @@ class _DeadlineTransport(httpx.HTTPTransport):
 # %% ../nbs/02_generation.ipynb #45f4892f
 _stop_token_ids = stop_token_ids   # the module function, under a name the constructor's argument does not hide
 
+class _Transient(GenerationError):
+    "A request that still failed after its retries with 408/409/429/5xx: the server's trouble, not the prompts' (not split)."
+
 class OpenAIGenerator(Generator):
     "Generation through an OpenAI-compatible HTTP API (completions and chat/completions), on the official `openai` client."
     def __init__(self,
-                 base_url:str,                  # e.g. 'http://127.0.0.1:8000/v1' ('/v1' is added if there is no path)
-                 model:str|None=None,            # model name; None: the first one the server lists
+                 base_url:str|Sequence[str],    # e.g. 'http://127.0.0.1:8000/v1' ('/v1' is added if there is no path); a list: several servers of the same model
+                 model:str|None=None,            # model name; None: the first one the (first) server lists
                  api_key:str|None=None,          # None: $OPENAI_API_KEY if set
                  endpoint:str='auto',            # 'auto' (strings -> completions, chats -> chat), 'completions', 'chat'
                  tokenizer=None,                 # to format chats locally for endpoint='completions'
-                 max_concurrency:int=8,          # requests in flight at once
+                 max_concurrency:int=8,          # requests in flight at once (over all servers)
                  timeout:float=120.0,            # seconds for one request, all of it; a request that runs out is cancelled
                  connect_timeout:float=5.0,      # seconds to connect
                  max_retries:int=3,              # retries of a request (connection errors, 408/409/429/5xx, malformed bodies)
                  backoff:float=0.5,              # first wait before retrying a malformed body; doubles, with jitter
                  extra_body:dict|None=None,      # more fields for every request (e.g. vLLM's `top_k`)
-                 stop_token_ids:Sequence[int]|str|None='auto'): # vLLM's `stop_token_ids` field; 'auto': `stop_token_ids(tokenizer)` when a tokenizer is given; None: not sent
+                 stop_token_ids:Sequence[int]|str|None='auto', # vLLM's `stop_token_ids` field; 'auto': `stop_token_ids(tokenizer)` when a tokenizer is given; None: not sent
+                 prompts_per_request:int=64,     # prompts in one completions request at most (1: one request per prompt)
+                 as_chat:bool=False):            # send string prompts as one user turn (to the chat endpoint, or formatted with `tokenizer`)
         import openai
         if endpoint not in ('auto', 'completions', 'chat'): raise ValueError(f"endpoint must be 'auto', 'completions' or 'chat', not {endpoint!r}")
-        url = httpx.URL(base_url)
-        if url.path in ('', '/'): url = url.copy_with(path='/v1')
-        self.base_url = str(url).rstrip('/')
-        self.endpoint, self.tokenizer, self.max_concurrency = endpoint, tokenizer, max_concurrency
+        if not isinstance(prompts_per_request, int) or prompts_per_request < 1: raise ValueError(f'prompts_per_request must be a positive integer, got {prompts_per_request!r}')
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls: raise ValueError('base_url: give a server URL, or a non-empty list of them')
+        def norm(u):
+            url = httpx.URL(u)
+            return str(url.copy_with(path='/v1') if url.path in ('', '/') else url).rstrip('/')
+        self.base_urls = list(dict.fromkeys(norm(u) for u in urls)); self.base_url = self.base_urls[0]
+        self.endpoint, self.tokenizer, self.max_concurrency, self.as_chat = endpoint, tokenizer, max_concurrency, as_chat
         self.max_retries, self.backoff, self.extra_body, self.timeout = max_retries, backoff, dict(extra_body or {}), timeout
+        self.prompts_per_request = prompts_per_request
+        self.requests_total = self.requests_last = 0   # generation requests sent (retries included): all calls / the last call
+        self._lock, self._turn = threading.Lock(), count()
         if stop_token_ids == 'auto': stop_token_ids = _stop_token_ids(tokenizer) if tokenizer is not None else None
         if stop_token_ids: self.extra_body.setdefault('stop_token_ids', list(stop_token_ids))   # the model's end-of-turn, for vLLM
         key = api_key or os.environ.get('OPENAI_API_KEY')
@@ -388,14 +462,18 @@ class OpenAIGenerator(Generator):
         self._http = httpx.Client(timeout=tmo, transport=_DeadlineTransport(
             timeout, limits=httpx.Limits(max_connections=max_concurrency)))
         # the openai client retries connection errors, 408/409/429/5xx with jittered backoff, honouring Retry-After
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=key or 'EMPTY', timeout=tmo,
-                                    max_retries=max_retries, http_client=self._http)
+        self.clients = [openai.OpenAI(base_url=u, api_key=key or 'EMPTY', timeout=tmo, max_retries=max_retries, http_client=self._http)
+                        for u in self.base_urls]
+        self.client = self.clients[0]
         self.model = model or self._first_model()
 
     def _q(self, text:str, n:int=200)->str: return _short(text, n, self._secrets)
 
-    def _send(self, path:str, body:dict|None, retries:int):
-        c = self.client.with_options(max_retries=retries)
+    def _count(self, k:int):
+        with self._lock: self.requests_total += k; self.requests_last += k
+
+    def _send(self, path:str, body:dict|None, retries:int, server:int=0):
+        c = self.clients[server].with_options(max_retries=retries)
         if path == '/models': return c.models.with_raw_response.list()
         api = c.chat.completions if path == '/chat/completions' else c.completions
         return api.with_raw_response.create(**body, extra_body=self.extra_body or None)
@@ -405,14 +483,15 @@ class OpenAIGenerator(Generator):
         import openai
         req = getattr(e, 'request', None) or getattr(getattr(e, 'response', None), 'request', None)
         tries = int(req.headers.get('x-stainless-retry-count', 0)) + 1 if req is not None else 1
+        if not url.endswith('/models'): self._count(tries)
         if isinstance(e, openai.APIStatusError):
             code, r = e.status_code, e.response
             if r.headers.get(_TIMED_OUT):
                 return _Abort(f'{where}: {url} timed out after {r.headers[_TIMED_OUT]} s and was cancelled (timeout={self.timeout} s: '
-                              'raise it, or lower max_concurrency, if the server is just slow)')
+                              'raise it, or lower max_concurrency or prompts_per_request, if the server is just slow)')
             text = self._q(r.text, 500)
             if code in (408, 409, 429) or code >= 500:
-                return GenerationError(f'{where}: {url} failed after {tries} attempt(s); last error: HTTP {code}: {text}')
+                return _Transient(f'{where}: {url} failed after {tries} attempt(s); last error: HTTP {code}: {text}')
             return (_Abort if code in (401, 403, 404) else GenerationError)(f'{where}: {url} refused the request (HTTP {code}): {text}')
         cause = e.__cause__ or e
         if isinstance(e, openai.APITimeoutError): return _Abort(f'{where}: {url} failed after {tries} attempt(s); last error: timed out ({type(cause).__name__})')
@@ -421,16 +500,17 @@ class OpenAIGenerator(Generator):
                           f'({type(cause).__name__}: {self._q(str(cause))})')
         return GenerationError(f'{where}: {url}: {type(e).__name__}: {self._q(str(e))}')
 
-    def _request(self, path:str, body:dict|None=None, where:str='request', parse=lambda data: data):
-        "One API call: the openai client's retries, plus retries of malformed bodies, all within `max_retries`."
+    def _request(self, path:str, body:dict|None=None, where:str='request', parse=lambda data: data, server:int=0):
+        "One API call to server `server`: the openai client's retries, plus retries of malformed bodies, all within `max_retries`."
         import openai
-        url, left = f'{self.base_url}{path}', self.max_retries
+        url, left = f'{self.base_urls[server]}{path}', self.max_retries
         for k in count():
             err = None
-            try: raw = self._send(path, body, left)
+            try: raw = self._send(path, body, left, server)
             except openai.OpenAIError as e: err = self._failure(e, url, where)
             if err is not None: raise err   # raised out here, so that it carries no trace of the openai error
             left -= getattr(raw, 'retries_taken', 0)
+            if path != '/models': self._count(1 + getattr(raw, 'retries_taken', 0))
             try:
                 try: data = json.loads(raw.text)
                 except ValueError: raise _Malformed(f'{where}: {url} answered with something that is not JSON: {self._q(raw.text)!r}') from None
@@ -443,71 +523,116 @@ class OpenAIGenerator(Generator):
                 _log.info('%s; retrying in %.2f s', e, wait)
                 left -= 1; time.sleep(wait)
 
-    def _first_model(self)->str:
+    def served_models(self, server:int=0)->list[str]:
+        "The ids of the models server `server` (an index into `base_urls`) serves, from its `/models`."
         def parse(data):
-            models = [m.get('id') for m in data.get('data') or [] if isinstance(m, dict)]
-            if not models or not models[0]: raise _Malformed(f'{self.base_url}/models lists no model: {self._q(json.dumps(data))!r}')
-            return models[0]
-        return self._request('/models', where='listing models', parse=parse)
+            models = [m.get('id') for m in data.get('data') or [] if isinstance(m, dict) and m.get('id')]
+            if not models: raise _Malformed(f'{self.base_urls[server]}/models lists no model: {self._q(json.dumps(data))!r}')
+            return models
+        return self._request('/models', where='listing models', parse=parse, server=server)
 
-    def _body(self, i:int, prompt, cfg:SamplingConfig)->tuple[str, dict]:
-        chat = self.endpoint == 'chat' or (self.endpoint == 'auto' and not isinstance(prompt, str))
-        body = dict(model=self.model, n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
-                    max_tokens=cfg.max_new_tokens, seed=cfg.seed + i)
+    def _first_model(self)->str: return self.served_models()[0]
+
+    def _is_chat(self, prompt)->bool:
+        return self.endpoint == 'chat' or (self.endpoint == 'auto' and (not isinstance(prompt, str) or self.as_chat))
+
+    def _body(self, idx:list[int], prompts:list, seed:int, cfg:SamplingConfig)->tuple[str, dict]:
+        "The request for prompts `idx` (several only on the completions endpoint), all sampled with `seed`."
+        body = dict(model=self.model, n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens, seed=seed)
         if cfg.stop: body['stop'] = cfg.stop
-        if chat:
-            body['messages'] = [{'role': 'user', 'content': prompt}] if isinstance(prompt, str) else prompt
+        if self._is_chat(prompts[0]):
+            p = prompts[0]
+            body['messages'] = [{'role': 'user', 'content': p}] if isinstance(p, str) else p
             if cfg.logprobs: body.update(logprobs=True, top_logprobs=0)
             return '/chat/completions', body
-        body['prompt'] = self.format(prompt)
+        texts = [self.format(p) for p in prompts]
+        body['prompt'] = texts[0] if len(texts) == 1 else texts
         if cfg.logprobs: body['logprobs'] = 0
         return '/completions', body
 
-    def _parse(self, i:int, data:dict, chat:bool, cfg:SamplingConfig)->list[Completion]:
-        "The completions in a response; `_Malformed` (retried) where the body is not a proper response."
+    def _choice(self, i:int, s:int, ch, chat:bool, cfg:SamplingConfig)->Completion:
+        "One choice as a `Completion`: `_Malformed` (the whole request is retried) or `GenerationError` (this prompt fails)."
         where, q = f'prompt {i}', self._q
+        if not isinstance(ch, dict): raise _Malformed(f'{where}: a choice is not an object: {q(repr(ch))}')
+        fr = ch.get('finish_reason')
+        if chat:
+            msg = ch.get('message') or {}
+            if msg.get('refusal'): raise GenerationError(f'{where}: the model refused: {q(str(msg["refusal"]))}')
+            text = msg.get('content')
+        else: text = ch.get('text')
+        if fr == 'content_filter': raise GenerationError(f'{where}: the server withheld the completion (finish_reason=content_filter)')
+        if not isinstance(text, str): raise _Malformed(f'{where}: choice {s} has no text: {q(json.dumps(ch))!r}')
+        lps = None
+        if cfg.logprobs:
+            lp = ch.get('logprobs') or {}
+            lps = [t.get('logprob') for t in lp.get('content') or []] if chat else lp.get('token_logprobs')
+            if not isinstance(lps, list) or any(not isinstance(x, (int, float)) for x in lps):
+                raise GenerationError(f'{where}: log-probs were asked for but the response has none usable')
+            lps = [float(x) for x in lps]
+        text, hit = cut_at_stop(text, cfg.stop)
+        stop = ch.get('stop_reason') if isinstance(ch.get('stop_reason'), str) else hit
+        return Completion(text, i, s, 'length' if fr == 'length' else 'stop', stop, [], lps)
+
+    def _parse(self, idx:list[int], data:dict, chat:bool, cfg:SamplingConfig)->list:
+        "Per prompt of `idx`, its completions or the `GenerationError` that failed it; `_Malformed` (retried) where the body is not a proper response."
+        where, q = _where(idx), self._q
         choices = data.get('choices')
         if 'error' in data and not choices: raise GenerationError(f'{where}: the server returned an error: {q(json.dumps(data["error"]), 500)}')
-        if not isinstance(choices, list) or len(choices) != cfg.n:
-            raise _Malformed(f'{where}: expected {cfg.n} choice(s) in the response, got {q(json.dumps(data))!r}')
+        if not isinstance(choices, list) or len(choices) != cfg.n*len(idx):
+            raise _Malformed(f'{where}: expected {cfg.n*len(idx)} choice(s) in the response, got {q(json.dumps(data))!r}')
+        # the API numbers a list request's choices prompt by prompt: choice `index` = prompt position * n + sample
+        choices = sorted(choices, key=lambda c: c.get('index', 0) if isinstance(c, dict) else 0)
         out = []
-        for s, ch in enumerate(sorted(choices, key=lambda c: c.get('index', 0) if isinstance(c, dict) else 0)):
-            if not isinstance(ch, dict): raise _Malformed(f'{where}: a choice is not an object: {q(repr(ch))}')
-            fr = ch.get('finish_reason')
-            if chat:
-                msg = ch.get('message') or {}
-                if msg.get('refusal'): raise GenerationError(f'{where}: the model refused: {q(str(msg["refusal"]))}')
-                text = msg.get('content')
-            else: text = ch.get('text')
-            if fr == 'content_filter': raise GenerationError(f'{where}: the server withheld the completion (finish_reason=content_filter)')
-            if not isinstance(text, str): raise _Malformed(f'{where}: choice {s} has no text: {q(json.dumps(ch))!r}')
-            lps = None
-            if cfg.logprobs:
-                lp = ch.get('logprobs') or {}
-                lps = [t.get('logprob') for t in lp.get('content') or []] if chat else lp.get('token_logprobs')
-                if not isinstance(lps, list) or any(not isinstance(x, (int, float)) for x in lps):
-                    raise GenerationError(f'{where}: log-probs were asked for but the response has none usable')
-                lps = [float(x) for x in lps]
-            text, hit = cut_at_stop(text, cfg.stop)
-            stop = ch.get('stop_reason') if isinstance(ch.get('stop_reason'), str) else hit
-            out.append(Completion(text, i, s, 'length' if fr == 'length' else 'stop', stop, [], lps))
+        for j, i in enumerate(idx):
+            try: out.append([self._choice(i, s, ch, chat, cfg) for s, ch in enumerate(choices[j*cfg.n:(j+1)*cfg.n])])
+            except _Malformed: raise
+            except GenerationError as e: out.append(e)
         return out
 
-    def _one(self, i:int, prompt, cfg:SamplingConfig)->list[Completion]:
-        path, body = self._body(i, prompt, cfg)
-        return self._request(path, body, where=f'prompt {i}', parse=lambda d: self._parse(i, d, path.startswith('/chat'), cfg))
+    def _call(self, idx:list[int], prompts:list, seed:int, cfg:SamplingConfig)->list:
+        "One request (to the next server in turn) for prompts `idx`: per prompt, its completions or its error."
+        path, body = self._body(idx, prompts, seed, cfg)
+        server = next(self._turn) % len(self.clients)
+        return self._request(path, body, where=_where(idx), server=server,
+                             parse=lambda d: self._parse(idx, d, path.startswith('/chat'), cfg))
+
+    def _units(self, prompts:list, seeds:list[int])->list[list[int]]:
+        "The requests of a call, as lists of prompt indices: one per chat; completions prompts that share a seed in chunks."
+        units, groups = [], {}
+        for i, p in enumerate(prompts):
+            if self._is_chat(p) or self.prompts_per_request == 1: units.append([i])
+            else: groups.setdefault(seeds[i], []).append(i)
+        for idx in groups.values():   # as few requests as allowed, but no fewer than there are servers
+            size = min(self.prompts_per_request, -(-len(idx) // len(self.clients)))
+            units += [idx[j:j+size] for j in range(0, len(idx), size)]
+        return sorted(units)
 
     def _generate(self, prompts, cfg, progress):
         from tqdm.auto import tqdm
-        show = progress if progress is not None else len(prompts) > 64
+        seeds = cfg.seeds or [cfg.seed + i for i in range(len(prompts))]
+        units = self._units(prompts, seeds)
+        show = progress if progress is not None else len(units) > 64
         out, errors, stop, why = [None]*len(prompts), {}, threading.Event(), []
-        def run(i, p):
-            if stop.is_set(): errors[i] = f'prompt {i}: not sent, as {why[0]}'; return
-            try: out[i] = self._one(i, p, cfg)
-            except _Abort as e: errors[i] = str(e); why.append(f'prompt {i} failed'); stop.set()
-            except GenerationError as e: errors[i] = str(e)
+        with self._lock: self.requests_last = 0
+        def run(idx):
+            if stop.is_set():
+                for i in idx: errors[i] = f'prompt {i}: not sent, as {why[0]}'
+                return
+            try: res = self._call(idx, [prompts[i] for i in idx], seeds[idx[0]], cfg)
+            except _Abort as e:
+                for i in idx: errors[i] = str(e)
+                why.append(f'{_where(idx)} failed'); stop.set(); return
+            except _Transient as e:
+                for i in idx: errors[i] = str(e)
+                return
+            except GenerationError as e:   # about the prompts (a 4xx, a body that stays malformed): halve, so a bad prompt fails alone
+                if len(idx) == 1: errors[idx[0]] = str(e); return
+                run(idx[:len(idx)//2]); run(idx[len(idx)//2:]); return
+            for i, r in zip(idx, res):
+                if isinstance(r, GenerationError): errors[i] = str(r)
+                else: out[i] = r
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as ex:
-            futs = [ex.submit(run, i, p) for i, p in enumerate(prompts)]
+            futs = [ex.submit(run, idx) for idx in units]
             try:
                 for f in tqdm(futs, disable=not show, desc='generating'): f.result()
             except BaseException:
@@ -515,15 +640,66 @@ class OpenAIGenerator(Generator):
                 for f in futs: f.cancel()
                 raise
         if not errors: return out
+        errors = dict(sorted(errors.items()))
         sent = [m for m in errors.values() if ': not sent, as ' not in m]
         msg = (f'{len(errors)} of {len(prompts)} prompt(s) failed ({len(prompts) - len(errors)} succeeded: `.completions` '
-               f'holds them, `.failed` lists the failed prompts): ' + '; '.join(sent[:3]))
-        if len(sent) > 3: msg += f'; and {len(sent) - 3} more'
+               f'holds them, `.failed` lists the failed prompts): ' + '; '.join(list(dict.fromkeys(sent))[:3]))
+        if len(set(sent)) > 3: msg += f'; and {len(set(sent)) - 3} more'
         if len(sent) < len(errors): msg += f'; {len(errors) - len(sent)} not sent, as {why[0]} (no new requests follow a timeout or an unreachable server)'
         _log.info('%s', msg)
         raise PartialGenerationError(msg, out, errors)
 
-    def close(self): self.client.close(); self._http.close()
+    def close(self):
+        for c in self.clients: c.close()
+        self._http.close()
+
+# %% ../nbs/02_generation.ipynb #d60fe733
+import hashlib, http.server
+
+class _ToyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def log_message(self, *a): pass
+    def _reply(self, code:int, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(code); self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+    def do_GET(self):
+        if self.path.rstrip('/').endswith('/models'): return self._reply(200, {'object': 'list', 'data': [{'id': self.server.model, 'object': 'model'}]})
+        self._reply(404, {'error': {'message': f'no route {self.path}'}})
+    def do_POST(self):
+        S = self.server
+        body = json.loads(self.rfile.read(int(self.headers.get('Content-Length', 0))))
+        chat = self.path.rstrip('/').endswith('/chat/completions')
+        ps = body['prompt'] if not chat else [json.dumps(body['messages'], sort_keys=True)]
+        ps = ps if isinstance(ps, list) else [ps]
+        with S.lock: S.requests += 1; S.prompts += len(ps); S.in_flight += 1; S.peak = max(S.peak, S.in_flight)
+        try:
+            if S.fail: return self._reply(503, {'error': {'message': 'this toy server is set to fail'}})
+            time.sleep(S.latency)
+            n, seed, choices = body.get('n', 1), body.get('seed'), []
+            for j, p in enumerate(ps):
+                for s in range(n):
+                    h = int(hashlib.sha256(f'{p}\x00{seed}\x00{s}'.encode()).hexdigest()[:8], 16)
+                    text = f' {1 + h % 7} ### Reason: toy {h % 9973}'
+                    choices.append({'index': j*n + s, 'finish_reason': 'stop',
+                                    **({'message': {'role': 'assistant', 'content': text}} if chat else {'text': text})})
+            self._reply(200, {'object': 'chat.completion' if chat else 'text_completion', 'model': S.model, 'choices': choices})
+        finally:
+            with S.lock: S.in_flight -= 1
+
+@contextlib.contextmanager
+def toy_openai_server(latency:float=0.0,   # seconds each generation request takes
+                      model:str='toy',     # the model name `/v1/models` lists
+                      fail:bool=False):    # answer every generation request with HTTP 503
+    "A small OpenAI-compatible server on 127.0.0.1 (a thread): each completion is a hash of (prompt, seed, sample), formatted `' r ### Reason: toy h'`; `.requests`/`.prompts` count what it got. Yields the server; `.url` is its base URL."
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _ToyHandler)
+    srv.daemon_threads, srv.block_on_close = True, False
+    srv.latency, srv.model, srv.fail, srv.lock = latency, model, fail, threading.Lock()
+    srv.requests = srv.prompts = srv.in_flight = srv.peak = 0
+    srv.url = f'http://127.0.0.1:{srv.server_address[1]}/v1'
+    th = threading.Thread(target=srv.serve_forever, daemon=True); th.start()
+    try: yield srv
+    finally: srv.shutdown(); srv.server_close()
 
 # %% ../nbs/02_generation.ipynb #cc43c5e4
 def _port_free()->int:
@@ -558,6 +734,9 @@ def vllm_server(model:str|Path,              # local model folder
                                   '--gpu-memory-utilization', str(gpu_memory_utilization)]
     if max_model_len: cmd += ['--max-model-len', str(max_model_len)]
     if enforce_eager: cmd += ['--enforce-eager']
+    cpu = cpu_scheduler_settings(src, max_model_len)          # whole prefills on CPU (see `cpu_scheduler_settings`)
+    if cpu and not any(a.startswith(('--enable-chunked-prefill', '--no-enable-chunked-prefill', '--max-num-batched-tokens')) for a in extra_args):
+        cmd += ['--no-enable-chunked-prefill', '--max-num-batched-tokens', str(cpu['max_num_batched_tokens'])]
     cmd += list(extra_args)
     log_f = open(log_path, 'wb') if log_path else tempfile.NamedTemporaryFile(prefix='vllm-serve-', suffix='.log', delete=False)
     proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT, start_new_session=True)

@@ -4,6 +4,7 @@
 
 # %% ../nbs/05_logprobs.ipynb #8abd8094
 from __future__ import annotations
+import sys
 from typing import Sequence
 
 import torch
@@ -11,9 +12,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'reduce_loss', 'detach_metrics', 'token_logprobs', 'sequence_logprobs', 'pad_sequences',
-           'position_ids_from_mask', 'make_batch', 'join_prompt_response', 'unpad', 'concat_batches', 'split_groups',
-           'forward_logprobs']
+__all__ = ['IGNORE_INDEX', 'PADDING_FREE_ATTENTION', 'reduce_loss', 'detach_metrics', 'token_logprobs', 'sequence_logprobs',
+           'pad_sequences', 'position_ids_from_mask', 'make_batch', 'join_prompt_response', 'is_packed', 'unpad',
+           'concat_batches', 'split_groups', 'pack_sequences', 'packed_layout', 'padding_free_problem',
+           'check_padding_free', 'forward_logprobs']
 
 # %% ../nbs/05_logprobs.ipynb #cb8826b1
 IGNORE_INDEX = -100  # label value that marks a position as "not a target" (the PyTorch / HF convention)
@@ -84,13 +86,13 @@ class _TokenLogProbs(torch.autograd.Function):
         cdt = _compute_dtype(logits.dtype)
         g = torch.where(valid, grad_out.to(cdt), 0.).reshape(-1)
         vflat, lab = valid.reshape(-1), labels.reshape(-1)
-        grad = torch.zeros_like(logits)
-        gflat = grad.view(B*T, V)                           # zeros_like is contiguous
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)   # contiguous; every row is written below
+        gflat = grad.view(B*T, V)
         for r0, r1 in _blocks(B*T, ctx.chunk):
             gb = g[r0:r1, None]
             d = torch.exp(_rows(logits, _flat(logits), r0, r1).to(cdt) - lse[r0:r1, None]).mul_(-gb)  # -softmax * g
             d.scatter_add_(-1, lab[r0:r1, None], gb)                                                    # + onehot * g
-            gflat[r0:r1] = torch.where(vflat[r0:r1, None], d, 0.)                                       # NaN-safe on padding
+            gflat[r0:r1] = d.masked_fill_(~vflat[r0:r1, None], 0.)                                      # NaN-safe on padding, in place
         return grad, None, None, None
 
 # %% ../nbs/05_logprobs.ipynb #c9acade1
@@ -168,7 +170,9 @@ def make_batch(input_ids:Sequence,               # N token-id sequences (1-D ten
                response_mask:Sequence|None=None, # N 0/1 sequences, 1 on tokens the loss scores (default: all tokens)
                pad_token_id:int=0,               # id used for padding
                padding_side:str='right',         # 'right' or 'left'
-               pad_to_multiple_of:int|None=None  # round the padded length up to a multiple of this
+               pad_to_multiple_of:int|None=None, # round the padded length up to a multiple of this
+               padding_free:bool=False,          # pack the N sequences without padding instead (see `pack_sequences`)
+               pack_row_length:int|str|None='longest' # padding_free: rows of at most this many tokens (None: one row)
               )->dict[str, Tensor]:              # input_ids, attention_mask, position_ids, response_mask, all [N, L]
     "Pad N sequences into one batch with the masks and position ids a causal LM forward needs."
     if len(input_ids) == 0: raise ValueError('make_batch needs at least one sequence')
@@ -181,6 +185,7 @@ def make_batch(input_ids:Sequence,               # N token-id sequences (1-D ten
         rm = [_as_1d(m, 'response_mask', i).long() for i, m in enumerate(response_mask)]
         for i, (s, m) in enumerate(zip(ids, rm)):
             if len(s) != len(m): raise ValueError(f'sequence {i}: {len(s)} tokens but a response mask of length {len(m)}')
+    if padding_free: return pack_sequences(ids, rm, pack_row_length, pad_token_id)
     L = max(len(s) for s in ids)
     if pad_to_multiple_of: L = -(-L // pad_to_multiple_of) * pad_to_multiple_of
     attn = pad_sequences([torch.ones_like(s) for s in ids], 0, padding_side, L)
@@ -194,8 +199,18 @@ def join_prompt_response(prompt_ids:Sequence,   # token ids of the prompt (query
     p, r = torch.as_tensor(prompt_ids).long(), torch.as_tensor(response_ids).long()
     return torch.cat([p, r]), torch.cat([torch.zeros_like(p), torch.ones_like(r)])
 
+def is_packed(batch:dict)->bool:
+    "Is `batch` a padding-free (packed) batch (see `pack_sequences` below)?"
+    return 'sequence_lengths' in batch
+
 def unpad(batch:dict[str, Tensor])->tuple[list[Tensor], list[Tensor]]:
-    "The real tokens and response masks of each row of a padded batch (padding on either side)."
+    "The real tokens and response masks of each row of a padded batch (padding on either side), or of each sequence of a packed one."
+    rm = batch.get('response_mask', batch.get('completion_mask'))
+    if is_packed(batch):
+        lens, starts = (x.tolist() for x in packed_layout(batch))
+        flat, frm = batch['input_ids'].reshape(-1), None if rm is None else rm.reshape(-1).long()
+        ids = [flat[s:s + n] for s, n in zip(starts, lens)]
+        return ids, ([frm[s:s + n] for s, n in zip(starts, lens)] if frm is not None else [torch.ones_like(s) for s in ids])
     am = batch['attention_mask'].bool()
     ids, rms = [], []
     for i in range(am.shape[0]):
@@ -203,19 +218,19 @@ def unpad(batch:dict[str, Tensor])->tuple[list[Tensor], list[Tensor]]:
         if len(idx) == 0: raise ValueError(f'row {i} of the batch has no real token')
         if idx[-1] - idx[0] + 1 != len(idx): raise ValueError(f'row {i}: padding in the middle of a sequence is not supported')
         ids.append(batch['input_ids'][i, idx])
-        rm = batch.get('response_mask', batch.get('completion_mask'))
         rms.append(torch.ones_like(ids[-1]) if rm is None else rm[i, idx].long())
     return ids, rms
 
 def concat_batches(batches:Sequence[dict],  # padded batches (input_ids, attention_mask, response_mask), any side/length
                    pad_token_id:int=0,      # id used for padding
-                   padding_side:str='right' # padding side of the result
+                   padding_side:str='right', # padding side of the result
+                   padding_free:bool=False  # pack the result without padding instead (rows as long as the longest sequence)
                   )->dict[str, Tensor]:     # one batch with all rows, first batch's rows first
-    "Concatenate padded batches along the batch dimension into one batch for a single forward."
+    "Concatenate padded (or packed) batches along the batch dimension into one batch for a single forward."
     ids, rms = [], []
     for b in batches:
         i, r = unpad(b); ids += i; rms += r
-    return make_batch(ids, rms, pad_token_id, padding_side)
+    return make_batch(ids, rms, pad_token_id, padding_side, padding_free=padding_free)
 
 def split_groups(x:Tensor,     # [G*B, ...] per-sequence values of G concatenated groups of B rows
                  n_groups:int  # G
@@ -225,13 +240,114 @@ def split_groups(x:Tensor,     # [G*B, ...] per-sequence values of G concatenate
         raise ValueError(f'{x.shape[0]} rows cannot be split into {n_groups} equal groups')
     return x.unflatten(0, (n_groups, -1)).transpose(0, 1)
 
+# %% ../nbs/05_logprobs.ipynb #87b0040d
+def _first_fit_rows(lengths:list[int], width:int)->list[list[int]]:
+    "Sequence indices in rows whose lengths sum to at most `width`: first-fit decreasing; rows and their members in index order."
+    rows, room = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        r = next((r for r, free in enumerate(room) if lengths[i] <= free), None)
+        if r is None: rows.append([i]); room.append(width - lengths[i])
+        else: rows[r].append(i); room[r] -= lengths[i]
+    return sorted(sorted(r) for r in rows)
+
+def pack_sequences(input_ids:Sequence,              # N token-id sequences (1-D tensors or lists)
+                   response_mask:Sequence|None=None, # N 0/1 sequences (default: all ones)
+                   row_length:int|str|None=None,     # None: one row; 'longest' or a number: rows of at most that many tokens (at least the longest sequence)
+                   pad_token_id:int=0                # fills the ends of rows that are not full
+                  )->dict[str, Tensor]:              # input_ids, position_ids, response_mask [R, W]; sequence_lengths, sequence_starts [N]
+    "Pack N sequences end to end, position ids restarting per sequence (TRL's `padding_free`): in one row, or first-fit in rows of `row_length`."
+    if len(input_ids) == 0: raise ValueError('pack_sequences needs at least one sequence')
+    ids = [_as_1d(s, 'input_ids', i).long() for i, s in enumerate(input_ids)]
+    if any(len(s) == 0 for s in ids): raise ValueError('empty sequence in input_ids')
+    rm = [torch.ones_like(s) for s in ids] if response_mask is None else [_as_1d(m, 'response_mask', i).long() for i, m in enumerate(response_mask)]
+    if len(rm) != len(ids) or any(len(s) != len(m) for s, m in zip(ids, rm)):
+        raise ValueError('every sequence needs a response mask of its own length')
+    lens = [len(s) for s in ids]
+    if row_length is None: rows = [list(range(len(ids)))]
+    elif row_length == 'longest' or (isinstance(row_length, int) and row_length > 0): 
+        rows = _first_fit_rows(lens, max(lens) if row_length == 'longest' else max(row_length, max(lens)))
+    else: raise ValueError(f"row_length must be None, 'longest' or a positive number of tokens, got {row_length!r}")
+    W, dev = max(sum(lens[i] for i in r) for r in rows), ids[0].device
+    out, starts = {'input_ids': [], 'position_ids': [], 'response_mask': []}, [0] * len(ids)
+    for n, r in enumerate(rows):
+        tail = W - sum(lens[i] for i in r)      # the end of a row that is not full: pad, a "sequence" of its own
+        at = n * W
+        for i in r: starts[i] = at; at += lens[i]
+        out['input_ids'].append(torch.cat([ids[i] for i in r] + [ids[0].new_full((tail,), pad_token_id)]))
+        out['position_ids'].append(torch.cat([torch.arange(lens[i], device=dev) for i in r] + [torch.arange(tail, device=dev)]))
+        out['response_mask'].append(torch.cat([rm[i] for i in r] + [rm[0].new_zeros(tail)]))
+    return {k: torch.stack(v) for k, v in out.items()} | dict(sequence_lengths=ids[0].new_tensor(lens), sequence_starts=ids[0].new_tensor(starts))
+
+def packed_layout(batch:dict[str, Tensor] # a packed batch (`pack_sequences`)
+                 )->tuple[Tensor, Tensor]: # (sequence_lengths [N], sequence_starts [N]: each sequence's first token in the flattened rows)
+    "Where each sequence of a packed batch lies in its flattened `[R*W]` tokens (a batch without `sequence_starts` is one row, end to end)."
+    lens = batch['sequence_lengths']
+    return lens, batch['sequence_starts'] if 'sequence_starts' in batch else lens.cumsum(0) - lens
+
 # %% ../nbs/05_logprobs.ipynb #dd3b1e6b
+PADDING_FREE_ATTENTION = ('sdpa', 'eager', 'flash_attention_2', 'flash_attention_3', 'flex_attention')
+
+def _inner_model(model):
+    "The transformers model inside distributed wrappers (`.module`), `torch.compile` (`_orig_mod`) and a peft adapter (`get_base_model`)."
+    while True:
+        if isinstance(getattr(model, '_orig_mod', None), torch.nn.Module): model = model._orig_mod
+        elif isinstance(getattr(model, 'module', None), torch.nn.Module): model = model.module
+        else: break
+    return model.get_base_model() if hasattr(model, 'get_base_model') else model
+
+def padding_free_problem(model)->str|None:
+    "Why `model` cannot run a packed batch exactly (None: it can): it must take packed `position_ids` as sequence boundaries."
+    m = _inner_model(model)
+    impl = getattr(getattr(m, 'config', None), '_attn_implementation', None)
+    if impl is None: return f'{type(m).__name__} is not a transformers model with an attention implementation'
+    if impl not in PADDING_FREE_ATTENTION:
+        return f'its attention implementation {impl!r} does not separate packed sequences (use one of {PADDING_FREE_ATTENTION})'
+    if 'flash' not in impl and not hasattr(sys.modules.get(type(m).__module__), 'create_causal_mask'):
+        return f"{type(m).__name__} does not build its attention mask with transformers' masking_utils, which reads packed position_ids"
+    return None
+
+def check_padding_free(model):
+    "Raise a `ValueError` naming the reason when `model` cannot run padding-free batches."
+    if (why := padding_free_problem(model)) is not None:
+        raise ValueError(f'padding_free=True needs a model whose attention keeps packed sequences apart: {why}. '
+                         'Set padding_free=False (padded batches)')
+
+def _packed_forward_logprobs(model, batch, chunk_size, **model_kwargs):
+    "`forward_logprobs` of a packed batch: one forward over its rows, results laid out per sequence `[N, L-1]`."
+    check_padding_free(model)
+    ids, pos = batch['input_ids'], batch.get('position_ids')
+    lens, starts = packed_layout(batch)
+    rm = batch.get('response_mask', batch.get('completion_mask'))
+    if rm is None: raise ValueError("batch needs a 'response_mask' (1 on the tokens the loss scores)")
+    N, (R, W) = len(lens), ids.shape
+    if rm.shape != ids.shape or int((starts + lens).max()) > R * W or (pos is not None and pos.shape != ids.shape):
+        raise ValueError(f'a packed batch holds every sequence in its rows: input_ids {tuple(ids.shape)}, response_mask '
+                         f'{tuple(rm.shape)}, sequences ending at token {int((starts + lens).max())}')
+    dev, T = ids.device, int(lens.sum())
+    owner = torch.repeat_interleave(torch.arange(N, device=dev), lens)           # [T] the sequence of each real token
+    offset = torch.arange(T, device=dev) - (lens.cumsum(0) - lens)[owner]        # its position within the sequence
+    where = starts[owner] + offset                                               # its place in the flattened rows
+    if pos is None: pos = offset.new_zeros(R * W).index_put((where,), offset).view(R, W)   # a pad tail's 0s: tokens of their own
+    elif not torch.equal(pos.reshape(-1)[where], offset): raise ValueError('position_ids of a packed batch must restart at 0 at each sequence')
+    logits = model(input_ids=ids, position_ids=pos, attention_mask=None, use_cache=False, **model_kwargs).logits
+    seq = torch.full((R * W,), -1, dtype=torch.long, device=dev).index_put((where,), owner)   # -1: a row's pad tail
+    same = torch.cat([(seq[1:] == seq[:-1]) & (seq[1:] >= 0), seq.new_zeros(1, dtype=torch.bool)])   # the next token is of the same sequence
+    frm, fids = rm.reshape(-1).bool(), ids.reshape(-1)
+    target = torch.cat([frm[1:], frm.new_zeros(1)]) & same
+    next_ids = torch.cat([fids[1:], fids.new_full((1,), IGNORE_INDEX)])
+    tl = token_logprobs(logits, next_ids.view(R, W), mask=target.view(R, W), chunk_size=chunk_size).reshape(-1)
+    L = int(lens.max())
+    token_logps = tl.new_zeros(N, L).index_put((owner, offset), tl[where])        # differentiable scatter
+    loss_mask = target.new_zeros(N, L).index_put((owner, offset), target[where])
+    return token_logps[:, :-1], loss_mask[:, :-1]
+
 def forward_logprobs(model,                    # a causal LM (any `transformers` `*ForCausalLM`, or a callable returning `.logits`)
-                     batch:dict[str, Tensor],  # from `make_batch`/`concat_batches`: input_ids, attention_mask, response_mask (position_ids optional)
+                     batch:dict[str, Tensor],  # from `make_batch`/`concat_batches`: input_ids, attention_mask, response_mask (position_ids optional); or packed
                      chunk_size:int|None=None, # passed to `token_logprobs`
                      **model_kwargs            # extra keyword arguments for the model's forward
                     )->tuple[Tensor, Tensor]:  # (token_logps [N, L-1], loss_mask [N, L-1] bool)
-    "One forward over the whole padded batch; per-token log-probs of each next token and the response mask aligned to them."
+    "One forward over the whole padded (or packed) batch; per-token log-probs of each next token and the response mask aligned to them."
+    if is_packed(batch): return _packed_forward_logprobs(model, batch, chunk_size, **model_kwargs)
     ids, am = batch['input_ids'], batch['attention_mask']
     rm = batch.get('response_mask', batch.get('completion_mask'))
     if rm is None: raise ValueError("batch needs a 'response_mask' (1 on the tokens the loss scores)")

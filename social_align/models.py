@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_models.ipynb #026de816
 from __future__ import annotations
-import copy, json, os, re, warnings
+import copy, json, os, re, warnings, weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
@@ -419,19 +419,32 @@ def positions_from_mask(attention_mask:torch.Tensor)->torch.Tensor:
     "Position ids that count only real tokens, so left padding does not shift positions."
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
-def sequence_rewards(model:nn.Module,              # a `*ForSequenceClassification` with one output
+_COMPILED_BODIES = weakref.WeakKeyDictionary()   # a torch.compile'd reward model -> its compiled backbone
+
+def _compiled_like(wrapper:nn.Module, body:nn.Module)->nn.Module:
+    "`body` compiled as `wrapper` (a `torch.compile`d model) is, with its backend and options; built once per wrapper."
+    got = _COMPILED_BODIES.get(wrapper)
+    if got is None or got._orig_mod is not body:
+        ctx = getattr(wrapper, 'dynamo_ctx', None)      # the wrapper's own compile context (backend, mode, options)
+        got = _COMPILED_BODIES[wrapper] = ctx(body) if ctx is not None else torch.compile(body)
+    return got
+
+def sequence_rewards(model:nn.Module,              # a `*ForSequenceClassification` with one output (peft and `torch.compile` wrappers too)
                      input_ids:torch.Tensor,        # (batch, seq), padded on either side
                      attention_mask:torch.Tensor    # (batch, seq); 1 for real tokens
                     )->torch.Tensor:
     "Rewards `(batch,)` read at each row's last real token. Differentiable: use it in training too."
+    wrapper = model if isinstance(getattr(model, '_orig_mod', None), nn.Module) else None   # torch.compile'd
+    if wrapper is not None: model = model._orig_mod
     if hasattr(model, 'get_base_model'): model = model.get_base_model()   # a peft model: its LoRA layers sit inside the base model
     if is_decoder_reward_model(model):
         body = getattr(model, model.base_model_prefix)
+        if wrapper is not None: body = _compiled_like(wrapper, body)    # the backbone runs compiled, as the wrapper would run it
         h = body(input_ids=input_ids, attention_mask=attention_mask,
                  position_ids=positions_from_mask(attention_mask), use_cache=False).last_hidden_state
         idx = last_token_index(attention_mask)
         return model.score(h[torch.arange(h.shape[0], device=h.device), idx]).squeeze(-1).float()
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float()
+    return (wrapper or model)(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float()
 
 def with_eos(text:str, tokenizer)->str:
     "`text` ending in the tokenizer's EOS (appended once); a text that ends with the chat template's end-of-turn token is left as it is."

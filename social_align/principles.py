@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_principles.ipynb #b7cd72f1
 from __future__ import annotations
-import hashlib, json, math, random, re
+import hashlib, json, math, random, re, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -12,7 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .core import Config, DataError, JsonlWriter, done_keys, input_file, read_jsonl, write_jsonl
+from .core import (Config, DataError, ShardedOutput, from_main_process, input_file, process_info, read_jsonl,
+                               sum_over_processes, write_jsonl)
 from .data import as_text, check_text, iter_file_records, load_prompts
 from .models import ensure_pad_token, eval_mode
 from .logprobs import make_batch, forward_logprobs, sequence_logprobs
@@ -24,8 +25,8 @@ __all__ = ['PRINCIPLE_FIELDS', 'DEFAULT_PRINCIPLES', 'CONCISION', 'DEFAULT_SYSTE
            'Principle', 'default_principles', 'principle_from_dict', 'read_principles', 'load_principles',
            'feature_prompt', 'parse_features', 'query_key', 'fill_features', 'system_prompt', 'positive_system_prompt',
            'negative_system_prompt', 'chat_prompt', 'choose_features', 'sample_responses', 'duplicate_reason',
-           'mean_response_logprobs', 'principle_logprobs', 'filter_reasons', 'PairConfig', 'candidates_path',
-           'make_candidates', 'select_pairs', 'principle_pairs', 'load_queries']
+           'mean_response_logprobs', 'principle_logprobs', 'filter_reasons', 'chunk_share', 'PairConfig',
+           'candidates_path', 'make_candidates', 'select_pairs', 'principle_pairs', 'load_queries']
 
 # %% ../nbs/15_principles.ipynb #87a2ec26
 @dataclass(frozen=True)
@@ -341,6 +342,15 @@ def filter_reasons(logps:Sequence[dict[str, float]] # per pair, the six ℓ̄ of
             if not (gap_pos[i] > g_pos and gap_neg[i] > g_neg): reasons[i] = 'small gap'
     return reasons
 
+# %% ../nbs/15_principles.ipynb #a8e7b0b0
+def chunk_share(chunks:Sequence[int],  # first index of every chunk still to do, in order
+                rank:int, world_size:int # this process, of the launch's processes
+               )->list[int]:
+    "The chunks process `rank` makes: every `world_size`-th, so the work is dealt out round-robin."
+    if not 0 <= rank < world_size: raise ValueError(f'rank must be in [0, {world_size}), got {rank}')
+    return list(chunks)[rank::world_size]
+
+
 # %% ../nbs/15_principles.ipynb #98e554ba
 @dataclass
 class PairConfig(Config):
@@ -428,19 +438,28 @@ def principle_pairs(queries:Sequence,                         # queries: strings
         if m := check_text(q, 'query'): raise DataError(f'query {i}: {m}')
     wanted = {query_key(q): q for q in queries}                     # each distinct query once, in order
     keys, cand_path, n_new = list(wanted), candidates_path(output_path), 0
-    with JsonlWriter(cand_path) as w:                               # opening repairs a torn last line
-        done = done_keys(cand_path, 'key')
-        for lo in todo_chunks(len(keys), cfg.chunk_size, lambda i: keys[i] not in done):
+    out = ShardedOutput(cand_path, 'key')                           # what every process wrote so far, read by all, then a barrier
+    todo = todo_chunks(len(keys), cfg.chunk_size, lambda i: keys[i] not in out.done)
+    if out.rank == 0 and 0 < len(todo) < out.world_size:
+        warnings.warn(f'principle_pairs: {len(todo)} chunk(s) of {cfg.chunk_size} queries to make on {out.world_size} processes, '
+                      f'so some processes have nothing to do; a smaller chunk_size spreads the work')
+    mine = chunk_share(todo, out.rank, out.world_size)
+    who = f'[rank {out.rank}/{out.world_size}] ' if out.world_size > 1 else ''
+    with out.writer() as w:                                         # this process's own file (opening repairs a torn last line)
+        for lo in mine:
             chunk = [wanted[k] for k in keys[lo:lo + cfg.chunk_size]]
             cands = make_candidates(generator, model, tokenizer, chunk, principles, cfg,
                                     seed=chunk_seed(cfg.sampling_seed, 'principle_pairs', lo))
-            new = [c for c in cands if c['key'] not in done]          # the rest were written before the run was killed
+            new = [c for c in cands if c['key'] not in out.done]      # the rest were written before the run was killed
             w.write_many(new); n_new += len(new)
-            if progress: print(f'principle pairs: queries {lo}-{lo + len(chunk) - 1} of {len(keys)} done', flush=True)
-    cands = {c['key']: c for c in read_jsonl(cand_path) if c['key'] in wanted}
-    recs, stats = select_pairs([cands[k] for k in wanted], cfg.apply_filter)
-    write_jsonl(output_path, recs)
-    return dict(stats, generated=n_new)
+            if progress: print(f'{who}principle pairs: queries {lo}-{lo + len(chunk) - 1} of {len(keys)} done', flush=True)
+    out.finish(order=keys)                                          # the main process merges the shards in query order
+    stats = None
+    if out.rank == 0:                                               # the filter's means are over the whole set: once
+        cands = {c['key']: c for c in read_jsonl(cand_path) if c['key'] in wanted}
+        recs, stats = select_pairs([cands[k] for k in wanted], cfg.apply_filter)
+        write_jsonl(output_path, recs)
+    return dict(from_main_process(stats), generated=sum_over_processes(n_new))
 
 QUERY_FIELDS = ('prompt', 'query', 'instruction', 'question')
 

@@ -15,7 +15,8 @@ from transformers import TrainerCallback
 from .core import Config, seed_everything, atomic_write_json, read_json, read_jsonl, write_jsonl, pyplot, finish_figure, help_field
 from .data import as_text
 from .toyworld import (QUESTION_TEMPLATES, make_question, make_answer, make_feedback, split_situations,
-                                   aligned_share, judge_alignment, toy_preferences,
+                                   aligned_share, judge_alignment, toy_preferences, strict_shares, strict_judge, situation_index, STRICT_LABELS,
+                                   base_fluency,
                                    pretrain)   # pretrain: its home is the toy world; importable from here too
 from .models import (train_bpe_tokenizer, build_tiny_causal_lm, save_model, load_tokenizer, load_causal_lm,
                                  plain_chat_template)
@@ -32,10 +33,11 @@ from .evaluation import reward_scores, win_rate_from_scores, rm_accuracy
 from .report import write_report, log_history
 
 # %% auto #0
-__all__ = ['ANSWER_STOP', 'BASE_KEYS', 'REDUCED_SETTINGS', 'QuickstartConfig', 'base_cache_key', 'StageBar', 'train_base_policy',
-           'base_policy', 'prompt_text', 'run_society', 'toy_demonstrations', 'run_almost', 'train_reward_model',
-           'train_stable_alignment', 'run_sso', 'run_raft', 'sample_answers', 'evaluate_policies', 'example_answers',
-           'results_table', 'plot_results', 'quickstart']
+__all__ = ['ANSWER_STOP', 'BASE_KEYS', 'EVAL_SEED', 'REDUCED_SETTINGS', 'QuickstartConfig', 'base_cache_key', 'StageBar',
+           'train_base_policy', 'base_policy', 'prompt_text', 'run_society', 'toy_demonstrations', 'run_almost',
+           'train_reward_model', 'train_stable_alignment', 'run_sso', 'run_raft', 'sample_answers', 'heldout_prompts',
+           'evaluate_policies', 'example_answers', 'policy_fluency', 'make_base', 'results_table', 'plot_results',
+           'quickstart']
 
 # %% ../nbs/80_quickstart.ipynb #c0bb7410
 ANSWER_STOP = ['\n']   # toy answers are one line; a base LM runs on into the next document's text (an observer line...)
@@ -54,6 +56,7 @@ class QuickstartConfig(Config):
     pretrain_steps: int = help_field(320, 'pretraining steps of the base policy')
     pretrain_batch_size: int = help_field(32, 'documents per pretraining step')
     pretrain_lr: float = help_field(3e-3, 'pretraining peak learning rate (cosine schedule)')
+    base_model: str|None = help_field(None, 'a base policy folder to start from (e.g. one `scripts/make_base.py` made) instead of pretraining one; the settings above are then unused')
     sandbox_size: int = help_field(4, 'side of the agent grid (size*size agents)')
     sandbox_rounds: int = help_field(3, 'Sandbox rounds')
     rg_repeats: int = help_field(2, 'ALMoST: answers per training question and configuration')
@@ -77,7 +80,7 @@ BASE_KEYS = ('seed', 'corpus_scale', 'vocab_size', 'hidden_size', 'num_layers', 
 
 def base_cache_key(cfg:QuickstartConfig)->str:
     "A short hash of the settings that determine the base policy."
-    return hashlib.sha1(json.dumps({k: getattr(cfg, k) for k in BASE_KEYS} | {'v': 1}, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha1(json.dumps({k: getattr(cfg, k) for k in BASE_KEYS} | {'v': 2}, sort_keys=True).encode()).hexdigest()[:12]
 
 class StageBar(TrainerCallback):
     "A tqdm bar over a trainer's optimizer steps, with the latest loss."
@@ -120,10 +123,20 @@ def train_base_policy(cfg:QuickstartConfig, out_dir:Path, train_ids:list[int])->
     shutil.rmtree(out_dir/'_train', ignore_errors=True)
     return out_dir
 
+def _copy_base(src:str|Path, dest:Path):
+    "A base policy folder copied to `dest` in float32 (a checkpoint shipped in half precision trains as the pretrained one would)."
+    src = Path(src)
+    if not (src/'config.json').exists() or not (src/'model.safetensors').exists():
+        raise FileNotFoundError(f'base_model {src}: not a model folder (no config.json and model.safetensors; make one with scripts/make_base.py)')
+    tmp = dest.with_name('base.tmp')
+    save_model(load_causal_lm(src, dtype='fp32', device='cpu'), load_tokenizer(src), tmp)
+    tmp.rename(dest)
+
 def base_policy(cfg:QuickstartConfig, out:Path, train_ids:list[int])->Path:
-    "`out/base`: copied from the cache when it holds this configuration's base policy, else trained (and cached)."
+    "`out/base`: `cfg.base_model` if given, else copied from the cache when it holds this configuration's base policy, else trained (and cached)."
     dest = out/'base'
     if (dest/'model.safetensors').exists(): return dest
+    if cfg.base_model: _copy_base(cfg.base_model, dest); return dest
     cache = Path(cfg.cache_dir or Path.home()/'.cache'/'social_align'/'quickstart')/f'base-{base_cache_key(cfg)}'
     if not (cache/'model.safetensors').exists():
         tmp = cache.with_name(cache.name + f'.tmp{random.randrange(10**9)}')
@@ -203,24 +216,31 @@ def train_reward_model(cfg:QuickstartConfig, base:Path, comparisons:Path, out_di
     return {'held_out_accuracy_before': before, 'held_out_accuracy': accuracy(model.eval())}
 
 # %% ../nbs/80_quickstart.ipynb #a3aa468a
-def train_stable_alignment(cfg:QuickstartConfig, base:Path, data:Path, out_dir:Path)->list[dict]:
+def train_stable_alignment(cfg:QuickstartConfig, base:Path, data:Path, out_dir:Path,
+                           ratio:float=0.2 # weight of the contrastive term; 0: SFT on the best-rated responses only
+                          )->list[dict]:
     "Stable alignment from the base on the Sandbox data; the model is saved to `out_dir`."
     from social_align.trainers.stable_alignment import StableAlignmentTrainer, StableAlignmentConfig
     args = _args(StableAlignmentConfig, out_dir, cfg, num_train_epochs=cfg.sa_epochs, per_device_train_batch_size=4,
-                 learning_rate=cfg.sa_lr, lr_scheduler_type='cosine', warmup_steps=0.05, ratio=0.2, margin=1.0, num_comp=3)
+                 learning_rate=cfg.sa_lr, lr_scheduler_type='cosine', warmup_steps=0.05, ratio=ratio, margin=1.0, num_comp=3)
     trainer = StableAlignmentTrainer(str(base), args=args, train_dataset=str(data), processing_class=load_tokenizer(base))
     return _train(trainer, 'stable alignment', cfg.progress, out_dir)
 
-def run_sso(cfg:QuickstartConfig, base:Path, out_dir:Path, train_ids:list[int])->dict:
-    "One online SSO iteration from the base; the model is saved to `out_dir/iteration-1/model`."
+def run_sso(cfg:QuickstartConfig, base:Path, out_dir:Path, train_ids:list[int],
+            iterations:int=1, # online iterations (the paper: 3); the last model is saved to `out_dir/iteration-N/model`
+            apply_filter:bool=True, # the §4.1 log-prob filter (False: train on every non-duplicate pair)
+            **sso_args        # further `SSOConfig` fields, e.g. use_w=False, use_g=False (the paper's ablations)
+           )->dict:
+    "Online SSO from the base (one iteration by default); the last model is saved to `out_dir/iteration-N/model`."
     from social_align.trainers.sso import sso_online, SSOConfig
     tok, policy = load_tokenizer(base), load_causal_lm(base)
     queries = _question_texts(train_ids)[:cfg.sso_queries]
     args = _args(SSOConfig, out_dir, cfg, num_train_epochs=cfg.sso_epochs, per_device_train_batch_size=4,
-                 learning_rate=cfg.sso_lr, lr_scheduler_type='cosine', warmup_steps=0.05)
-    pcfg = PairConfig(num_features=1, max_new_tokens=cfg.max_new_tokens, sampling_seed=cfg.seed, chunk_size=128, stop=ANSWER_STOP)
-    bar = tqdm(total=1, desc='SSO: 1 online iteration', disable=not cfg.progress)
-    rows = sso_online(policy, tok, queries, args, iterations=1, pair_config=pcfg, principles=QUICKSTART_PRINCIPLES,
+                 learning_rate=cfg.sso_lr, lr_scheduler_type='cosine', warmup_steps=0.05, **sso_args)
+    pcfg = PairConfig(num_features=1, max_new_tokens=cfg.max_new_tokens, sampling_seed=cfg.seed, chunk_size=128, stop=ANSWER_STOP,
+                      apply_filter=apply_filter)
+    bar = tqdm(total=1, desc=f'SSO: {iterations} online iteration(s)', disable=not cfg.progress)
+    rows = sso_online(policy, tok, queries, args, iterations=iterations, pair_config=pcfg, principles=QUICKSTART_PRINCIPLES,
                       generation_batch_size=64)
     bar.update(1); bar.close()
     return rows[-1]
@@ -249,24 +269,35 @@ def sample_answers(policy:Path, prompts:list, max_new_tokens:int, temperature:fl
     outs = gen.generate_text(prompts, temperature=temperature, max_new_tokens=max_new_tokens, stop=ANSWER_STOP, seed=seed)
     return [o[0].strip() for o in outs]
 
+EVAL_SEED = 12345   # the evaluation samples with `cfg.seed + EVAL_SEED`: its own stream, not the training stages'
+
+def heldout_prompts(eval_ids:list[int], # held-out situations: every question template of each is asked
+                    samples:int         # copies of each question (one answer sampled per copy)
+                   )->list[list[dict]]:
+    "The evaluation's prompts: each held-out question as a one-turn chat, `samples` times."
+    return [[{'role': 'user', 'content': q}] for q in _question_texts(eval_ids) for _ in range(samples)]
+
 def evaluate_policies(cfg:QuickstartConfig, policies:dict[str, Path], reward_model:Path, out_dir:Path, eval_ids:list[int])->dict:
     "Aligned share, reward and win rate over the base of every policy on the held-out questions."
     from transformers import AutoModelForSequenceClassification
     out_dir.mkdir(parents=True, exist_ok=True)
-    qs = _question_texts(eval_ids)
-    prompts = [[{'role': 'user', 'content': q}] for q in qs for _ in range(cfg.eval_samples)]
+    prompts = heldout_prompts(eval_ids, cfg.eval_samples)
     rm, rtok = AutoModelForSequenceClassification.from_pretrained(reward_model).eval(), load_tokenizer(reward_model)
-    answers, rewards, res = {}, {}, {}
+    situations = [situation_index(p[0]['content']) for p in prompts]
+    answers, rewards, res, labels = {}, {}, {}, {}
     for name, path in tqdm(policies.items(), desc='evaluation', disable=not cfg.progress):
-        answers[name] = sample_answers(path, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed + 12345)
+        answers[name] = sample_answers(path, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed + EVAL_SEED)
         rewards[name] = reward_scores(rm, rtok, prompts, answers[name])
         res[name] = {'aligned_share': aligned_share(answers[name]), 'reward': rewards[name].mean().item(),
                      'unclassified_share': sum(judge_alignment(a) is None for a in answers[name]) / len(answers[name])}
+        labels[name] = [strict_judge(a, s) for a, s in zip(answers[name], situations)]
+        res[name] |= {f'strict_{k}_share': labels[name].count(k) / len(labels[name]) for k in STRICT_LABELS}
     base = next(iter(policies))
     for name in policies:
         res[name]['win_rate_vs_base'] = None if name == base else win_rate_from_scores(rewards[name], rewards[base])['win_rate']
     write_jsonl(out_dir/'samples.jsonl', [{'question': p[0]['content'], **{n: answers[n][i] for n in policies},
-                                           **{f'{n} judge': judge_alignment(answers[n][i]) for n in policies}}
+                                           **{f'{n} judge': judge_alignment(answers[n][i]) for n in policies},
+                                           **{f'{n} strict': labels[n][i] for n in policies}}
                                           for i, p in enumerate(prompts)])
     atomic_write_json(out_dir/'results.json', res)
     return res
@@ -274,21 +305,62 @@ def evaluate_policies(cfg:QuickstartConfig, policies:dict[str, Path], reward_mod
 # %% ../nbs/80_quickstart.ipynb #41b75ce6
 _VERDICT = {1: 'aligned', 0: 'misaligned', None: 'unclassified'}
 
+def _labels(r:dict, p:str)->str:
+    lenient = _VERDICT[r[p + ' judge']]
+    return f"strict: {r[p + ' strict']}, lenient: {lenient}" if p + ' strict' in r else lenient
+
 def example_answers(samples_path:Path, policies:list[str], per_question:int, n:int=4)->dict:
-    "The first answer of every policy to `n` held-out questions, with the judge's verdict: what a reader looks at first."
+    "The first answer of every policy to `n` held-out questions, with the judges' verdicts: what a reader looks at first."
     recs = read_jsonl(samples_path)[::per_question][:n]
-    return {f'question {j+1}': {'question': r['question'], **{p: f"{r[p]}  [{_VERDICT[r[p + ' judge']]}]" for p in policies}}
+    return {f'question {j+1}': {'question': r['question'], **{p: f"{r[p]}  [{_labels(r, p)}]" for p in policies}}
             for j, r in enumerate(recs)}
 
+# %% ../nbs/80_quickstart.ipynb #f366f7b0
+def policy_fluency(policy:Path,       # a policy folder
+                   cfg:QuickstartConfig, # eval_samples, max_new_tokens, temperature and seed of the evaluation
+                   eval_ids:list[int]  # held-out situations
+                  )->dict[str, float]:
+    "`toyworld.base_fluency` of a policy's sampled answers to the held-out questions, sampled as `evaluate_policies` samples them."
+    prompts = heldout_prompts(eval_ids, cfg.eval_samples)
+    answers = sample_answers(policy, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed + EVAL_SEED)
+    return base_fluency(answers, [situation_index(p[0]['content']) for p in prompts])
+
+# %% ../nbs/80_quickstart.ipynb #4f83e68e
+def make_base(output_dir:str|Path,            # the folder to write (`save_pretrained` layout and `fluency.json`)
+              dtype:str='bf16',               # the saved weights: 'bf16', 'fp16' or 'fp32'
+              eval_samples:int=8,             # answers per held-out question for the fluency
+              **overrides                     # `QuickstartConfig` fields: seed, sizes, pretraining steps...
+             )->dict:
+    "Pretrain a base policy as the quickstart does, measure its held-out fluency, save it in `dtype`; returns what `fluency.json` holds."
+    from social_align.models import resolve_dtype
+    cfg = QuickstartConfig(**overrides | {'eval_samples': eval_samples})
+    out = Path(output_dir); train_ids, eval_ids = split_situations(seed=cfg.seed)
+    t0 = time.time()
+    train_base_policy(cfg, out, train_ids)
+    seconds = time.time() - t0
+    model = load_causal_lm(out, dtype='fp32', device='cpu').to(resolve_dtype(dtype))
+    model.save_pretrained(out, safe_serialization=True)
+    fl = policy_fluency(out, cfg, eval_ids)
+    info = {'fluency': fl, 'settings': {k: getattr(cfg, k) for k in BASE_KEYS}, 'parameters': sum(p.numel() for p in model.parameters()),
+            'dtype': dtype, 'megabytes': round((out/'model.safetensors').stat().st_size / 2**20, 2),
+            'pretrain_seconds': round(seconds, 1), 'eval_situations': eval_ids, 'eval_samples': eval_samples}
+    atomic_write_json(out/'fluency.json', info)
+    return info
+
 # %% ../nbs/80_quickstart.ipynb #d68d4dbd
+def _share_pair(b:dict, r:dict, key:str)->str:
+    if b.get(key) is None or r.get(key) is None: return f"{'n/a':>16}"
+    return f"{b[key]:>7.1%} → {r[key]:>6.1%}"
+
 def results_table(res:dict[str, dict], base:str='base')->str:
-    "The final table: method, aligned share before → after, reward before → after, win rate over the base."
+    "The final table: method, aligned share (lenient; strict; unclassified) before → after, reward before → after, win rate over the base."
     b = res[base]
-    rows = [f"{'':<18} {'aligned share (held-out)':>28} {'mean reward':>16} {'win rate':>9}",
-            f"{'method':<18} {'base → method (points)':>28} {'base → method':>16} {'vs base':>9}"]
+    rows = [f"{'':<18} {'aligned share (lenient)':>28} {'strict aligned':>16} {'unclassified':>16} {'mean reward':>16} {'win rate':>9}",
+            f"{'method':<18} {'base → method (points)':>28} {'base → method':>16} {'base → method':>16} {'base → method':>16} {'vs base':>9}"]
     for name, r in res.items():
         if name == base: continue
         rows.append(f"{name:<18} {b['aligned_share']:>11.1%} → {r['aligned_share']:>6.1%} ({100*(r['aligned_share']-b['aligned_share']):+5.1f})"
+                    f" {_share_pair(b, r, 'strict_aligned_share')} {_share_pair(b, r, 'strict_unclassified_share')}"
                     f" {b['reward']:>7.2f} → {r['reward']:>6.2f} {r['win_rate_vs_base']:>9.1%}")
     return '\n'.join(rows)
 
@@ -318,6 +390,12 @@ def _history(path:Path)->list[dict]:
     p = path/'trainer_state.json'
     return log_history(p) if p.exists() else []
 
+def _with_strict(res:dict[str, dict], samples_path:Path)->dict[str, dict]:
+    "Results of a run evaluated before the strict judge existed (resumed): its strict shares computed from the saved samples."
+    if all('strict_aligned_share' in r for r in res.values()): return res
+    recs = read_jsonl(samples_path); sits = [situation_index(r['question']) for r in recs]
+    return {n: r | {f'strict_{k}_share': v for k, v in strict_shares([x[n] for x in recs], sits).items()} for n, r in res.items()}
+
 def quickstart(output_dir:str|Path='runs/quickstart', # where everything is written
                seed:int=0,                          # one seed for everything
                **overrides                           # any `QuickstartConfig` field, e.g. pretrain_steps=50
@@ -341,13 +419,16 @@ def quickstart(output_dir:str|Path='runs/quickstart', # where everything is writ
     policies = {'base': base, 'stable alignment': out/'stable_alignment', 'SSO': out/'sso'/'iteration-1'/'model', 'RAFT': out/'raft'}
     st['evaluation'] = _stage(out, 'evaluation', lambda: {'results': evaluate_policies(cfg, policies, out/'reward_model',
                                                                                        out/'evaluation', eval_ids)})
-    res = st['evaluation']['results']
+    res = _with_strict(st['evaluation']['results'], out/'evaluation'/'samples.jsonl')
     plot_results(res, out/'results.png')
     summary = {'methods': res, 'stages': {k: v for k, v in st.items() if k != 'evaluation'},
                'best_gain_points': max(100*(r['aligned_share'] - res['base']['aligned_share']) for k, r in res.items() if k != 'base'),
+               'best_strict_gain_points': max(100*(r['strict_aligned_share'] - res['base']['strict_aligned_share']) for k, r in res.items() if k != 'base'),
                'seconds_this_run': round(time.time() - t0, 1), 'seconds_all_stages': round(sum(v['seconds'] for v in st.values()), 1)}
     atomic_write_json(out/'results.json', summary)
-    metrics = {'aligned share (held-out)': {k: r['aligned_share'] for k, r in res.items()},
+    metrics = {'strict aligned share (held-out)': {k: r['strict_aligned_share'] for k, r in res.items()},
+               'unclassified share (strict judge)': {k: r['strict_unclassified_share'] for k, r in res.items()},
+               'aligned share (held-out, lenient judge)': {k: r['aligned_share'] for k, r in res.items()},
                'mean reward (synthetic RM)': {k: r['reward'] for k, r in res.items()},
                'stage seconds': {k: v['seconds'] for k, v in st.items()},
                'reward model': {**{k: st['reward_model'][k] for k in ('held_out_accuracy_before', 'held_out_accuracy')},

@@ -178,7 +178,9 @@ _CSS = ('body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}
 def write_report(run:str|Path|dict,          # a run folder (see `collect_run`) or a results dict of the same shape
                  out_dir:str|Path,           # where report.md, report.html and the PNG figures go
                  title:str|None=None,
-                 extra_figures:dict[str, str|Path]|None=None # name -> a PNG drawn elsewhere, shown first
+                 extra_figures:dict[str, str|Path]|None=None, # name -> a PNG drawn elsewhere, shown first
+                 intro:str|None=None,        # a paragraph shown under the title (plain text; blank lines split paragraphs)
+                 tables:list[tuple[str, list, list[list]]]|None=None # (name, header, rows) tables shown before the metrics
                 )->dict:                     # {'markdown': path, 'html': path, 'figures': [paths]}
     "A Markdown report and a standalone HTML page (figures embedded as base64 PNG) of a run's results."
     res = collect_run(run) if isinstance(run, (str, Path)) else dict(run)
@@ -190,10 +192,12 @@ def write_report(run:str|Path|dict,          # a run folder (see `collect_run`) 
         if not p.exists(): raise FileNotFoundError(f'extra figure {name!r}: no file {p}')
         if p.parent.resolve() != out.resolve(): shutil.copy(p, out/p.name)
         extra.append((name, out/p.name))
-    figs, tabs = extra + _figures(res, out), _tables(res)
+    figs, tabs = extra + _figures(res, out), list(tables or []) + _tables(res)
     if not figs and not tabs: raise ValueError('nothing to report: no metrics, iterations, trainer logs or interactions found')
     md = [f'# {md_line(title)}', '']
     body = [f'<h1>{html.escape(title)}</h1>']
+    for para in (intro or '').split('\n\n'):
+        if para.strip(): md += [md_cell(para.strip()), '']; body.append(f'<p>{_html_cell(para.strip())}</p>')
     for name, head, rows in tabs:
         md += [f'## {md_line(name)}', '', _md_table(head, rows), '']
         body.append(f'<h2>{html.escape(name)}</h2><table><tr>' + ''.join(f'<th>{html.escape(h)}</th>' for h in head) + '</tr>' +

@@ -13,9 +13,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .core import (Config, DataError, JsonlWriter, RESUME_SETTINGS, atomic_write_json, check_resume_settings, input_file,
-                               iter_jsonl, read_json)
+                               iter_jsonl, read_json, process_info, wait_for_everyone)
 from .data import INTERACTION_FIELDS, read_lines
-from .generation import Generator
+from .generation import Generator, GenerationError, prompt_seeds
 from .toyworld import SITUATIONS, QUESTION_TEMPLATES, make_question, make_answer
 
 # %% auto #0
@@ -186,13 +186,34 @@ def observer_prompt(question:str, answer:str, aspect:str)->str:
     return f'Human: {question}\n\nAssistant: {answer}\n\n{ask} Rate 1-7.\n\n{RATING_CUE}'
 
 # %% ../nbs/10_sandbox.ipynb #a02d21f9
+def _gather(items:list)->list:
+    "Every process's `items`, concatenated in rank order (`items` itself in one process)."
+    if process_info()[1] == 1: return list(items)
+    from accelerate.utils import gather_object
+    return gather_object(list(items))
+
 def generate_grouped(generators:Sequence[Generator], # one generator per prompt
-                     prompts:Sequence[str], **kw)->list[str]:
-    "The first completion of each prompt, one batched `generate` call per distinct generator."
-    out, groups = [None]*len(prompts), {}
+                     prompts:Sequence[str],
+                     seed:int=0,            # the call's seed: prompt i of a generator's share gets `prompt_seeds(share, seed)[i]`
+                     **kw)->list[str]:
+    "The first completion of each prompt, one batched `generate` call per distinct generator; under a launch of N processes each generates every N-th prompt of each generator, and every process gets all."
+    rank, world = process_info()
+    out, groups, mine, failed = [None]*len(prompts), {}, [], []
     for i, g in enumerate(generators): groups.setdefault(id(g), (g, []))[1].append(i)
     for g, idx in groups.values():
-        for i, t in zip(idx, g.generate_text([prompts[i] for i in idx], n=1, progress=False, **kw)): out[i] = t[0]
+        seeds = prompt_seeds([prompts[i] for i in idx], seed)   # of the whole group: the same whatever the split
+        share = list(range(rank, len(idx), world))
+        if not share: continue
+        try: texts = g.generate_text([prompts[idx[j]] for j in share], n=1, progress=False, seed=[seeds[j] for j in share], **kw)
+        except Exception as e:
+            if world == 1: raise
+            failed.append(f'process {rank}: {e}'); continue      # said on every process below, not left to hang the others
+        mine += [(idx[j], t[0]) for j, t in zip(share, texts)]
+    if world > 1:
+        got = _gather([(mine, failed)])
+        if any(f for _, f in got): raise GenerationError('; '.join(m for _, f in got for m in f))
+        mine = [x for m, _ in got for x in m]
+    for i, t in mine: out[i] = t
     return out
 
 def generate_parsed(generators:Sequence[Generator], prompts:Sequence[str],
@@ -449,12 +470,25 @@ def sandbox_settings(cfg:SandboxConfig, questions:list[str], seed_memories:dict,
     "What makes a world's records what they are: the config, digests of the question pool and seed memories, and `extra`."
     return {**cfg.to_dict(), 'questions': _digest(questions), 'seed_memories': _digest(seed_memories), **(extra or {})}
 
+def _on_main(fn:Callable):
+    "Run `fn` on the main process only; its result, or its exception, on every process (so none waits on a failed one)."
+    rank, world = process_info()
+    if world == 1: return fn()
+    from accelerate.utils import broadcast_object_list
+    box = [None, None]
+    if rank == 0:
+        try: box[0] = fn()
+        except Exception as e: box[1] = e
+    broadcast_object_list(box)
+    if box[1] is not None: raise box[1]
+    return box[0]
+
 def run_sandbox(config:SandboxConfig,
                 generators:Generator|dict[int, Generator]|Sequence[Generator], # every agent's model
                 observer,                      # `LMJudge`, `RewardModelJudge`, or a `Generator` (wrapped in `LMJudge`)
                 embedder=None,                 # default: `social_align.models.Embedder()` (packaged MiniLM)
-                progress:bool=True,            # a tqdm bar per round
-                on_round_end:Callable|None=None, # called with (round, stats) after a round is saved
+                progress:bool=True,            # a tqdm bar per round (on the main process)
+                on_round_end:Callable|None=None, # called with (round, stats) after a round is saved (on the main process)
                 settings:dict|None=None,       # what else identifies the run (model names, backend, ...), checked on resume too
                 agent_models:Sequence[str]|None=None # each agent's model name for its records (default: `agent_model_names`)
                )->Path:
@@ -470,43 +504,49 @@ def run_sandbox(config:SandboxConfig,
         embedder = Embedder()
     questions = load_questions(cfg.questions_path)
     state_dir, rec_path, stats_path = out/'state', out/'interactions.jsonl', out/'stats.jsonl'
+    main = process_info()[0] == 0
     st = load_state(state_dir)
+    wait_for_everyone()   # every process has read the state before the main process writes any
     legacy = st.get('config') if st is not None else None   # a world saved before resume_settings.json existed
-    check_resume_settings(out/RESUME_SETTINGS, sandbox_settings(cfg, questions, load_seed_memories(cfg.seed_memories_path), settings),
-                          SANDBOX_FREE, 'Sandbox', recorded=legacy)
+    _on_main(lambda: check_resume_settings(out/RESUME_SETTINGS, sandbox_settings(cfg, questions, load_seed_memories(cfg.seed_memories_path), settings),
+                                           SANDBOX_FREE, 'Sandbox', recorded=legacy))
     if st is None:
         labels = initial_labels(cfg.size, cfg.init_setting, cfg.seed)
         memories, done = init_memories(cfg, labels, embedder), 0
-        save_state(state_dir, 0, labels, memories, {'config': cfg.to_dict()})
+        if main: save_state(state_dir, 0, labels, memories, {'config': cfg.to_dict()})
     else:
         labels, memories, done = st['labels'], st['memories'], st['rounds_done']
         if len(labels) != n: raise ValueError(f'{out} holds a world of {len(labels)} agents; this config has size {cfg.size} ({n} agents)')
-    _truncate_from_round(rec_path, done, 'iteration'); _truncate_from_round(stats_path, done, 'round')
+    if main: _truncate_from_round(rec_path, done, 'iteration'); _truncate_from_round(stats_path, done, 'round')
     for rnd in range(done, cfg.rounds):
-        bar = tqdm(total=5, desc=f'round {rnd+1}/{cfg.rounds}', disable=not progress, leave=False)
+        bar = tqdm(total=5, desc=f'round {rnd+1}/{cfg.rounds}', disable=not (progress and main), leave=False)
         recs, stats = run_round(rnd, cfg, gens, observer, embedder, labels, memories, questions, bar, names)
         bar.close()
-        with JsonlWriter(rec_path) as w: w.write_many(recs)
-        with JsonlWriter(stats_path) as w: w.write(stats)
-        save_state(state_dir, rnd + 1, labels, memories, {'config': cfg.to_dict()})
-        if on_round_end: on_round_end(rnd, stats)
+        if main:   # every process holds the same round; one writes it
+            with JsonlWriter(rec_path) as w: w.write_many(recs)
+            with JsonlWriter(stats_path) as w: w.write(stats)
+            save_state(state_dir, rnd + 1, labels, memories, {'config': cfg.to_dict()})
+            if on_round_end: on_round_end(rnd, stats)
+    wait_for_everyone()
     return rec_path
 
 # %% ../nbs/10_sandbox.ipynb #f28a49aa
 SOCIETY_BACKENDS = ('hf', 'vllm', 'openai')
 # the keys a model entry may have, per backend, with the type each must be
 _STR, _BOOL, _POS_INT, _POS_NUM = 'a non-empty string', 'true or false', 'a positive integer', 'a positive number'
+_URLS = 'a URL, or a non-empty list of URLs (servers of the same model)'
 SOCIETY_MODEL_KEYS = {
     'hf': {'backend': _STR, 'model_name_or_path': _STR, 'dtype': _STR, 'batch_size': _POS_INT, 'as_chat': _BOOL},
     'vllm': {'backend': _STR, 'model_name_or_path': _STR, 'dtype': _STR, 'max_model_len': _POS_INT, 'as_chat': _BOOL},
-    'openai': {'backend': _STR, 'base_url': _STR, 'model': _STR, 'api_key_env': _STR, 'max_concurrency': _POS_INT,
+    'openai': {'backend': _STR, 'base_url': _URLS, 'model': _STR, 'api_key_env': _STR, 'max_concurrency': _POS_INT, 'prompts_per_request': _POS_INT,
                'timeout': _POS_NUM, 'tokenizer_name_or_path': _STR, 'as_chat': _BOOL}}
-SOCIETY_CONNECTION_KEYS = ('base_url', 'api_key_env', 'max_concurrency', 'timeout')   # where a model is served, not which
+SOCIETY_CONNECTION_KEYS = ('base_url', 'api_key_env', 'max_concurrency', 'timeout', 'prompts_per_request')   # where a model is served, not which
 SOCIETY_DEFAULTS = {'backend': 'hf', 'dtype': 'auto', 'batch_size': 64, 'as_chat': False, 'max_concurrency': 8, 'timeout': 120.0}
 
 def _fits(value, kind:str)->bool:
     if kind == _STR: return isinstance(value, str) and bool(value.strip())
     if kind == _BOOL: return isinstance(value, bool)
+    if kind == _URLS: return _fits(value, _STR) or (isinstance(value, list) and bool(value) and all(_fits(v, _STR) for v in value))
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0: return False
     return kind == _POS_NUM or isinstance(value, int)
 
@@ -561,6 +601,9 @@ def _check_model(name, spec, defaults:dict, err)->dict:
     if backend == 'openai' and 'model_name_or_path' in spec:   # the command line's name for the served model
         if 'model' in spec: raise err("give the served model's name as model or model_name_or_path, not both", 'models', name, 'model_name_or_path')
         spec['model'] = spec.pop('model_name_or_path')
+    if backend == 'openai' and 'base_urls' in spec:           # several servers of the model: base_url takes a list too
+        if 'base_url' in spec: raise err('give base_url or base_urls, not both', 'models', name, 'base_urls')
+        spec['base_url'] = spec.pop('base_urls')
     kinds = SOCIETY_MODEL_KEYS[backend]
     for k, v in spec.items():
         if k not in kinds: raise err(f'unknown setting for the {backend} backend (expected one of: {", ".join(kinds)})', 'models', name, k)
@@ -655,13 +698,14 @@ def society_settings(society:dict)->dict:
     return {**society, 'models': {k: {x: v for x, v in m.items() if x not in SOCIETY_CONNECTION_KEYS} for k, m in society['models'].items()}}
 
 # %% ../nbs/10_sandbox.ipynb #e31006cb
-def openai_generator(base_url:str,                        # the server, e.g. http://127.0.0.1:8000/v1
+def openai_generator(base_url:str|Sequence[str],          # the server, e.g. http://127.0.0.1:8000/v1, or several of the same model
                      model:str|None=None,                  # the served model's name (None: the first the server lists)
                      api_key_env:str|None=None,            # environment variable holding the API key (None: $OPENAI_API_KEY if set)
                      max_concurrency:int=8,                # requests in flight at once
                      timeout:float=120.0,                  # seconds per request
                      tokenizer_name_or_path:str|None=None, # with `as_chat`: format the chat locally (default: `model` if it is a local folder)
-                     as_chat:bool=False                    # wrap prompts as one user turn of a chat template
+                     as_chat:bool=False,                   # wrap prompts as one user turn of a chat template
+                     prompts_per_request:int=64            # prompts in one completions request at most
                     )->Generator:
     "An `OpenAIGenerator` checked to reach its server and to find `model` there; errors name the URL or the variable."
     from social_align.generation import OpenAIGenerator, GenerationError
@@ -673,11 +717,13 @@ def openai_generator(base_url:str,                        # the server, e.g. htt
     tok_src = tokenizer_name_or_path or (model if as_chat and model and Path(model).is_dir() else None)
     tok = load_tokenizer(tok_src) if as_chat and tok_src else None
     g = OpenAIGenerator(base_url, None, api_key=key, endpoint='completions' if tok is not None or not as_chat else 'chat',
-                        tokenizer=tok, max_concurrency=max_concurrency, timeout=timeout)   # model=None lists the models: reaches the server now
+                        tokenizer=tok, max_concurrency=max_concurrency, timeout=timeout,
+                        prompts_per_request=prompts_per_request)   # model=None lists the models: reaches the server now
     if model is not None:
-        served = [m.id for m in g.client.models.list().data]
-        if model not in served:
-            g.close(); raise GenerationError(f'{g.base_url} does not serve a model named {model!r} (it serves: {", ".join(served)})')
+        for k, url in enumerate(g.base_urls):   # every server must serve it
+            served = g.served_models(k)
+            if model not in served:
+                g.close(); raise GenerationError(f'{url} does not serve a model named {model!r} (it serves: {", ".join(served)})')
         g.model = model
     g.as_chat = as_chat
     return g
@@ -692,7 +738,7 @@ def make_generator(spec:dict,                 # a checked `models` entry of a so
     if s['backend'] == 'vllm': return VLLMGenerator(s['model_name_or_path'], dtype=s['dtype'], max_model_len=s.get('max_model_len'), as_chat=s['as_chat'])
     if s['backend'] == 'openai':
         return openai_generator(s['base_url'], s.get('model'), s.get('api_key_env'), s['max_concurrency'], s['timeout'],
-                                s.get('tokenizer_name_or_path'), s['as_chat'])
+                                s.get('tokenizer_name_or_path'), s['as_chat'], s.get('prompts_per_request', 64))
     raise ValueError(f'backend must be one of {SOCIETY_BACKENDS}, got {s["backend"]!r}')
 
 def society_generators(society:dict,          # from `load_society_config` with a `config` (it has `assignment`)

@@ -4,23 +4,25 @@
 
 # %% ../nbs/12_synthetic_feedback.ipynb #cdcd9c43
 from __future__ import annotations
-import hashlib, json, math, random, re, warnings
+import hashlib, json, math, os, random, re, warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .core import Config, DataError, JsonlWriter, read_json, iter_jsonl, repair_torn_tail
-from .data import load_prompts, read_lines    # their home is social_align.data; importable from here too
+from .core import Config, DataError, JsonlWriter, atomic_write_text, read_json, iter_jsonl, repair_torn_tail
+from .core import ShardedOutput, shard_files, process_info, wait_for_everyone, sum_over_processes, from_main_process
+from .data import lcs_length, load_prompts, read_lines    # their home is social_align.data; importable from here too
 
 # %% auto #0
-__all__ = ['PG_END_PUNCT', 'TURN_MARKERS', 'ROLE_NAMES', 'BAD_RULES', 'almost_asset', 'load_seed_file', 'chunk_seed',
-           'todo_chunks', 'rouge_tokens', 'lcs_length', 'rouge_l', 'PGConfig', 'pg_prompt', 'first_query_line',
-           'pg_length_problem', 'max_rouge_l', 'mine_prompts', 'Demonstrations', 'load_demonstrations',
-           'render_dialogue', 'rg_prompt', 'bad_reasons', 'is_bad', 'RGConfiguration', 'RGConfig',
-           'load_configurations', 'generate_responses', 'normalize_rubric', 'rank_pairs', 'length_stats',
-           'heuristic_drop', 'load_rg_outputs', 'dialogue_prompt', 'compare_prompt', 'build_comparisons', 'RMSPConfig',
-           'dialogue_text', 'dialogue_context', 'pick_best', 'self_play']
+__all__ = ['PG_END_PUNCT', 'TURN_MARKERS', 'ROLE_NAMES', 'BAD_RULES', 'RMSP_COUNTS', 'almost_asset', 'load_seed_file',
+           'chunk_seed', 'todo_chunks', 'my_chunks', 'rouge_tokens', 'rouge_l', 'PGConfig', 'pg_prompt',
+           'first_query_line', 'pg_length_problem', 'max_rouge_l', 'mine_prompts', 'Demonstrations',
+           'load_demonstrations', 'render_dialogue', 'rg_prompt', 'parse_dialogue_turns', 'read_demonstrations_text',
+           'write_demonstrations_text', 'bad_reasons', 'is_bad', 'RGConfiguration', 'RGConfig', 'load_configurations',
+           'generate_responses', 'normalize_rubric', 'rank_pairs', 'length_stats', 'heuristic_drop', 'load_rg_outputs',
+           'dialogue_prompt', 'compare_prompt', 'build_comparisons', 'RMSPConfig', 'dialogue_text', 'dialogue_context',
+           'pick_best', 'self_play']
 
 # %% ../nbs/12_synthetic_feedback.ipynb #47462dc4
 def almost_asset(name:str # file name inside `social_align/assets/almost/`
@@ -57,20 +59,25 @@ def todo_chunks(n:int,                      # records the whole stage produces
     if size < 1: raise ValueError(f'chunk size must be >= 1, got {size}')
     return [lo for lo in range(0, n, size) if any(missing(i) for i in range(lo, min(lo + size, n)))]
 
+# %% ../nbs/12_synthetic_feedback.ipynb #6f0d6d36
+def my_chunks(n:int,                          # records the whole stage produces
+              size:int,                       # records per chunk
+              missing:Callable[[int], bool],  # index -> True if no process has written that record yet
+              rank:int=0, world_size:int=1,   # this process, of the launch's processes
+              what:str='stage'                # the stage, for the warning
+             )->list[int]:
+    "First index of each chunk still to do that process `rank` makes: every `world_size`-th of `todo_chunks`."
+    if not 0 <= rank < world_size: raise ValueError(f'rank must be in [0, {world_size}), got {rank}')
+    todo = todo_chunks(n, size, missing)
+    if rank == 0 and 0 < len(todo) < world_size:
+        warnings.warn(f'{what}: {len(todo)} chunk(s) of {size} to make on {world_size} processes, so some processes have '
+                      f'nothing to do; a smaller chunk size spreads the work')
+    return todo[rank::world_size]
+
 # %% ../nbs/12_synthetic_feedback.ipynb #830c803f
 def rouge_tokens(text:str)->list[str]:
     "Lowercased alphanumeric word tokens."
     return re.findall(r'[a-z0-9]+', text.lower())
-
-def lcs_length(a:Sequence, b:Sequence)->int:
-    "Length of the longest common subsequence (dynamic programming, O(len(a) len(b)) time, O(len(b)) memory)."
-    if not a or not b: return 0
-    prev = [0]*(len(b)+1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b): cur.append(prev[j] + 1 if x == y else max(prev[j+1], cur[j]))
-        prev = cur
-    return prev[-1]
 
 def rouge_l(candidate:str|list[str], # text, or its `rouge_tokens`
             reference:str|list[str]
@@ -98,10 +105,11 @@ class PGConfig(Config):
     rouge_threshold: float = 0.5  # drop candidates with ROUGE-L F >= this against any pool prompt
     max_calls: int = 200          # give up after this many generate calls in one run (a model that produces only junk)
     chunk_size: int = 64          # mined prompts per resumable chunk (a rerun regenerates the chunk it stopped in)
+    calls_per_round: int = 1      # generate calls drawn from one pool snapshot; on N processes use a multiple of N
     seed: int = 0
 
     def check(self)->'PGConfig':
-        for f in ('num_generation', 'n_shot', 'batch_size', 'max_new_tokens', 'max_calls', 'chunk_size'):
+        for f in ('num_generation', 'n_shot', 'batch_size', 'max_new_tokens', 'max_calls', 'chunk_size', 'calls_per_round'):
             if getattr(self, f) < 1: raise ValueError(f'{f} must be >= 1, got {getattr(self, f)}')
         if not 0 < self.rouge_threshold <= 1: raise ValueError(f'rouge_threshold must be in (0, 1], got {self.rouge_threshold}')
         return self
@@ -133,51 +141,67 @@ def max_rouge_l(candidate:str, pool_tokens:Sequence[list[str]])->float:
     return max((rouge_l(toks, p) for p in pool_tokens), default=0.)
 
 # %% ../nbs/12_synthetic_feedback.ipynb #e55a00c8
+def _round_outputs(generator, prompts:list[list[str]], draws:list[int], rank:int, world_size:int, **kwargs)->list:
+    "Every call of a PG round, in call order, on every process: process `rank` makes calls `rank, rank + N, ...`."
+    mine = {j: generator.generate_text(prompts[j], seed=draws[j], **kwargs) for j in range(rank, len(prompts), world_size)}
+    if world_size > 1:
+        from accelerate.utils import gather_object
+        for d in gather_object([mine]): mine.update(d)
+    return [mine[j] for j in range(len(prompts))]
+
 def mine_prompts(seed_path:str|Path,          # seed file (see `load_seed_file`)
                  generator,                   # a `social_align.generation.Generator`
                  output_path:str|Path,        # mined prompts, one a line (appended to; read back on a rerun)
                  cfg:PGConfig|None=None,
-                 progress:bool=False          # print a line per generate call
+                 progress:bool=False          # print a line per round of generate calls
                 )->dict:
     "Mine prompts until the output file holds `cfg.num_generation` of them; returns counts of what was kept and dropped."
     cfg = (cfg or PGConfig()).check()
+    rank, world = process_info()
     instruction, seeds = load_seed_file(seed_path)
-    output_path = Path(output_path); output_path.parent.mkdir(parents=True, exist_ok=True)
-    repair_torn_tail(output_path)
+    output_path = Path(output_path)
+    if rank == 0:                                        # only the main process writes the file
+        output_path.parent.mkdir(parents=True, exist_ok=True); repair_torn_tail(output_path)
+    wait_for_everyone()
     done = read_lines(output_path, allow_empty=True) if output_path.exists() else []
+    wait_for_everyone()                                  # everyone has read the file before the main process appends
     start = len(done)
     lo = start - start % cfg.chunk_size                  # the chunk the last run stopped in is replayed from its start
     mined = done[:lo]
     pool_tokens = [rouge_tokens(s) for s in seeds + mined]
     stats, calls, attempt, diverged = Counter(), 0, 0, False
-    with open(output_path, 'a', encoding='utf-8') as f:
+    kw = dict(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+    with open(output_path, 'a', encoding='utf-8') if rank == 0 else open(os.devnull, 'w') as f:
         while start < cfg.num_generation and len(mined) < cfg.num_generation and calls < cfg.max_calls:
-            draw = chunk_seed(cfg.seed, 'pg', lo, attempt)
-            rng, shots_pool = random.Random(draw), seeds + mined
-            prompts = [pg_prompt(instruction, rng.sample(shots_pool, min(cfg.n_shot, len(shots_pool)))) for _ in range(cfg.batch_size)]
-            outs = generator.generate_text(prompts, temperature=cfg.temperature, top_p=cfg.top_p,
-                                           max_new_tokens=cfg.max_new_tokens, seed=draw)
-            calls += 1; attempt += 1
-            for texts in outs:
-                cand = first_query_line(texts[0]); stats['generated'] += 1
-                problem = pg_length_problem(cand, cfg.min_chars, cfg.max_chars)
-                if problem is None and max_rouge_l(cand, pool_tokens) >= cfg.rouge_threshold: problem = 'similar'
-                if problem: stats[f'dropped_{problem}'] += 1; continue
-                if len(mined) < start:                   # replayed: the file has it already
-                    diverged |= cand != done[len(mined)]
-                    cand = done[len(mined)]; stats['replayed'] += 1
-                else: f.write(cand + '\n'); f.flush()
-                mined.append(cand); pool_tokens.append(rouge_tokens(cand))
-                if len(mined) >= cfg.num_generation or len(mined) == lo + cfg.chunk_size: break
+            draws = [chunk_seed(cfg.seed, 'pg', lo, attempt + j) for j in range(min(cfg.calls_per_round, cfg.max_calls - calls))]
+            shots_pool, prompts = seeds + mined, []
+            for draw in draws:                           # every call of the round samples its shots from the same pool
+                rng = random.Random(draw)
+                prompts.append([pg_prompt(instruction, rng.sample(shots_pool, min(cfg.n_shot, len(shots_pool)))) for _ in range(cfg.batch_size)])
+            calls += len(draws); attempt += len(draws)
+            for outs in _round_outputs(generator, prompts, draws, rank, world, **kw):
+                for texts in outs:
+                    cand = first_query_line(texts[0]); stats['generated'] += 1
+                    problem = pg_length_problem(cand, cfg.min_chars, cfg.max_chars)
+                    if problem is None and max_rouge_l(cand, pool_tokens) >= cfg.rouge_threshold: problem = 'similar'
+                    if problem: stats[f'dropped_{problem}'] += 1; continue
+                    if len(mined) < start:               # replayed: the file has it already
+                        diverged |= cand != done[len(mined)]
+                        cand = done[len(mined)]; stats['replayed'] += 1
+                    else: f.write(cand + '\n'); f.flush()
+                    mined.append(cand); pool_tokens.append(rouge_tokens(cand))
+                    if len(mined) >= cfg.num_generation or len(mined) == lo + cfg.chunk_size: break
+                if len(mined) >= cfg.num_generation or len(mined) == lo + cfg.chunk_size: break   # the round's other calls are dropped
             if len(mined) == lo + cfg.chunk_size: lo, attempt = len(mined), 0      # the next chunk
-            if progress: print(f'PG call {calls}: {max(len(mined), start)}/{cfg.num_generation} prompts', flush=True)
-    if diverged:
+            if progress and rank == 0: print(f'PG call {calls}: {max(len(mined), start)}/{cfg.num_generation} prompts', flush=True)
+    wait_for_everyone()                                  # the file is complete before any process returns
+    if diverged and rank == 0:
         warnings.warn(f'{output_path}: the resumed run did not reproduce the prompts already in the file (another model, '
                       'other settings or a non-deterministic backend); they are kept, but the output differs from an uninterrupted run')
     total = max(len(mined), start)
     out = {'total': total, 'kept': total - start, 'replayed': stats['replayed'], 'calls': calls, 'complete': total >= cfg.num_generation,
            'generated': stats['generated'], **{f'dropped_{k}': stats[f'dropped_{k}'] for k in ('empty', 'short', 'long', 'similar')}}
-    if not out['complete']:
+    if not out['complete'] and rank == 0:
         warnings.warn(f'{output_path}: stopped after max_calls={cfg.max_calls} generate calls with {total} of '
                       f'{cfg.num_generation} prompts (the model rarely writes a usable new query)')
     return out
@@ -192,11 +216,12 @@ class Demonstrations:
     preamble: str
     dialogues: list[list[dict]]
 
-def load_demonstrations(name_or_path:str|Path # 'hhh', 'faithful', or a JSON file
+def load_demonstrations(name_or_path:str|Path # 'hhh', 'faithful', a JSON file, or a text file (`*_prompt.txt`)
                        )->Demonstrations:
-    "A built-in demonstration set or one from a JSON file, validated (errors name the file and dialogue)."
+    "A built-in demonstration set or one from a JSON or text file, validated (errors name the file and dialogue)."
     path = almost_asset(f'demos_{name_or_path}.json') if str(name_or_path) in ('hhh', 'faithful') else Path(name_or_path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such demonstration file (built-in sets: 'hhh', 'faithful')")
+    if path.suffix.lower() == '.txt': return read_demonstrations_text(path)
     d = read_json(path)
     if not isinstance(d, dict) or not isinstance(d.get('preamble'), str) or not isinstance(d.get('dialogues'), list):
         raise DataError('expected {"preamble": str, "dialogues": [[{"role", "content"}, ...], ...]}', path)
@@ -215,6 +240,49 @@ def rg_prompt(demos:Demonstrations, n_shot:int, query:str)->str:
     if not 0 <= n_shot <= len(demos.dialogues):
         raise ValueError(f'n_shot={n_shot} but the demonstration set has {len(demos.dialogues)} dialogues')
     return demos.preamble + ''.join(render_dialogue(d) for d in demos.dialogues[:n_shot]) + f'\n\nHuman: {query}\n\nAssistant:'
+
+# %% ../nbs/12_synthetic_feedback.ipynb #a98b7480
+_DASHES = re.compile(r'^-{3,}[ \t]*$', re.M)
+_TURN = re.compile(r'^(Human|Assistant):[ \t]?', re.M)
+
+def _blocks(text:str)->list[tuple[int, str]]:
+    "The text between lines of dashes, each with the line (1-based) it starts on."
+    out, start, line = [], 0, 1
+    for m in _DASHES.finditer(text):
+        out.append((line, text[start:m.start()]))
+        line += text[start:m.end()].count('\n') + 1
+        start = m.end() + 1
+    return out + [(line, text[start:])]
+
+def parse_dialogue_turns(block:str)->list[dict]:
+    "The `Human:` / `Assistant:` turns of one dialogue as chat messages (text before the first turn is ignored)."
+    marks = list(_TURN.finditer(block))
+    return [{'role': 'user' if m[1] == 'Human' else 'assistant', 'content': block[m.end():nxt].strip()}
+            for m, nxt in zip(marks, [n.start() for n in marks[1:]] + [len(block)])]
+
+def read_demonstrations_text(path:str|Path # a text file: preamble, then dialogues separated by lines of dashes
+                            )->Demonstrations:
+    "A demonstration set from ALMoST's text layout (see above)."
+    path = Path(path)
+    blocks = [(line, b) for line, b in _blocks(path.read_text(encoding='utf-8')) if b.strip()]
+    if not blocks: raise DataError('no dialogues: expected a preamble, then dialogues of Human:/Assistant: turns separated by lines of dashes', path)
+    first_line, first = blocks[0]
+    preamble = first[:m.start()] if (m := _TURN.search(first)) else first
+    if m is None: blocks = blocks[1:]
+    else: blocks[0] = (first_line + first[:m.start()].count('\n'), first[m.start():])
+    dialogues = []
+    for line, b in blocks:
+        turns = parse_dialogue_turns(b)
+        if not turns or any(not t['content'] for t in turns) or b[:_TURN.search(b).start()].strip():
+            raise DataError('a dialogue must be Human:/Assistant: turns, each with text', path, line)
+        dialogues.append(turns)
+    if not dialogues: raise DataError('no dialogues after the preamble', path)
+    return Demonstrations(preamble.strip(), dialogues)
+
+def write_demonstrations_text(demos:Demonstrations, path:str|Path, separator:str='-----'):
+    "Write `demos` in the text layout `read_demonstrations_text` reads."
+    body = f'\n\n{separator}\n\n'.join(render_dialogue(d).strip() for d in demos.dialogues)
+    atomic_write_text(path, f'{demos.preamble}\n\n{separator}\n\n{body}\n')
 
 # %% ../nbs/12_synthetic_feedback.ipynb #9cab074b
 BAD_RULES = ('short', 'ends_question_or_colon', 'starts_with_well', 'no_final_period', 'dont_know', 'turn_marker', 'image')
@@ -239,7 +307,7 @@ class RGConfiguration(Config):
     "One RG configuration: who answers, with which demonstrations and how many of them."
     name: str                      # also the output file name: `<name>.jsonl` (letters, digits, `-_.`)
     model: str                     # model folder or hub name
-    demonstrations: str = 'hhh'    # 'hhh', 'faithful' or a JSON file
+    demonstrations: str = 'hhh'    # 'hhh', 'faithful', a JSON file or a text file (`*_prompt.txt`)
     n_shot: int = 3                # dialogues taken from the start of the set
 
     def check(self, where=None)->'RGConfiguration':
@@ -272,44 +340,61 @@ def load_configurations(path:str|Path # JSON list of {name, model, demonstration
     if dup: raise DataError(f'configuration name {dup!r} is used twice', path)
     return out
 
-def _existing_responses(path:Path, prompts:list[str])->int:
-    "How many records `path` already holds, checking they answer `prompts` in order."
-    if not path.exists(): return 0
-    n = 0
-    for lineno, r in iter_jsonl(path, with_lines=True):
-        if n >= len(prompts): raise DataError(f'more responses than the {len(prompts)} prompts', path, lineno)
-        if r.get('prompt') != prompts[n] or r.get('index') != n:
-            raise DataError(f'record does not answer prompt {n} ({prompts[n][:60]!r}): the output is misaligned with the prompts', path, lineno, 'prompt')
-        n += 1
-    return n
+def _done_indices(path:Path, n:int, what:str,                 # the stage's output; how many records it has in all; what they are
+                  check:Callable[[int, dict], tuple[str, str]|None] # (index, record) -> (message, field) if the record is not index's
+                 )->set[int]:
+    "Indices of the records `path` and its shard files hold, each checked; a bad one raises `DataError` naming file, line and field."
+    done = set()
+    for f in [path, *shard_files(path)]:
+        if not f.exists(): continue
+        for lineno, r in iter_jsonl(f, with_lines=True):
+            i = r.get('index')
+            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n:
+                raise DataError(f'index {i!r} is not one of the {n} {what}: the output is misaligned', f, lineno, 'index')
+            if err := check(i, r): raise DataError(err[0], f, lineno, err[1])
+            done.add(i)
+    return done
+
+def _done_responses(path:Path, prompts:list[str])->set[int]:
+    "Indices of the prompts `path` and its shard files already answer, checking each record answers its own prompt."
+    return _done_indices(path, len(prompts), 'prompts', lambda i, r: None if r.get('prompt') == prompts[i] else
+                         (f'record does not answer prompt {i} ({prompts[i][:60]!r}): the output is misaligned with the prompts', 'prompt'))
 
 def generate_responses(prompts:Sequence[str],        # queries (e.g. `load_prompts(pg_output)`)
                        generator,                    # a `Generator` for `configuration.model`
                        configuration:RGConfiguration,
                        out_dir:str|Path,             # writes `<out_dir>/<name>.jsonl`
                        cfg:RGConfig|None=None,
-                       progress:bool=False)->dict:
-    "Answer every prompt with one configuration (resumable, see the chunk grid); returns counts, BAD ones by rule."
+                       progress:bool=False,
+                       rank:int|None=None, world_size:int|None=None # this process of the launch (default: `core.process_info()`)
+                      )->dict:
+    "Answer every prompt with one configuration (resumable, see the chunk grid; split across a launch's processes); returns counts, BAD ones by rule."
     cfg, configuration = cfg or RGConfig(), configuration.check()
     if cfg.chunk_size < 1: raise ValueError(f'chunk_size must be >= 1, got {cfg.chunk_size}')
     demos, prompts = load_demonstrations(configuration.demonstrations), list(prompts)
     path = Path(out_dir)/f'{configuration.name}.jsonl'
-    with JsonlWriter(path) as w:                          # opening repairs a torn last line
-        start = _existing_responses(path, prompts)
-        for lo in todo_chunks(len(prompts), cfg.chunk_size, lambda i: i >= start):
+    _done_responses(path, prompts)                        # a misaligned output fails here, on every process alike
+    out, n_new = ShardedOutput(path, 'index', rank, world_size), 0     # what every process wrote so far, then a barrier
+    who = f'[rank {out.rank}/{out.world_size}] ' if out.world_size > 1 else ''
+    with out.writer() as w:                               # this process's own file (opening repairs a torn last line)
+        for lo in my_chunks(len(prompts), cfg.chunk_size, lambda i: i not in out.done, out.rank, out.world_size, f'RG {configuration.name}'):
             qs = prompts[lo:lo + cfg.chunk_size]
             outs = generator.generate_text([rg_prompt(demos, configuration.n_shot, q) for q in qs], temperature=cfg.temperature,
                                            top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop=list(TURN_MARKERS),
                                            seed=chunk_seed(cfg.seed, 'rg', lo))
             for i, (q, texts) in enumerate(zip(qs, outs)):
-                if lo + i < start: continue              # written by the run that was interrupted in this chunk
+                if lo + i in out.done: continue          # written by the run that was interrupted in this chunk
                 resp = texts[0].strip()
-                w.write({'index': lo + i, 'prompt': q, 'response': resp, 'bad': bad_reasons(resp)})
-            if progress: print(f'RG {configuration.name}: {min(lo + cfg.chunk_size, len(prompts))}/{len(prompts)}', flush=True)
-    recs = list(iter_jsonl(path))
-    by_rule = Counter(r for rec in recs for r in rec['bad'])
-    return {'name': configuration.name, 'total': len(recs), 'generated': len(recs) - start,
-            'bad': sum(bool(r['bad']) for r in recs), 'bad_by_rule': {r: by_rule[r] for r in BAD_RULES}}
+                w.write({'index': lo + i, 'prompt': q, 'response': resp, 'bad': bad_reasons(resp)}); n_new += 1
+            if progress: print(f'{who}RG {configuration.name}: prompts {lo}-{lo + len(qs) - 1} of {len(prompts)} done', flush=True)
+    out.finish(order=range(len(prompts)))                 # the main process merges the shards in prompt order
+    stats = None
+    if out.rank == 0:
+        recs = list(iter_jsonl(path))
+        by_rule = Counter(r for rec in recs for r in rec['bad'])
+        stats = {'name': configuration.name, 'total': len(recs), 'bad': sum(bool(r['bad']) for r in recs),
+                 'bad_by_rule': {r: by_rule[r] for r in BAD_RULES}}
+    return {'name': configuration.name, **(from_main_process(stats) or {}), 'generated': sum_over_processes(n_new)}
 
 # %% ../nbs/12_synthetic_feedback.ipynb #1ad45159
 def normalize_rubric(rubric, # list of levels (each a name or a list of names), or {"levels": [...]}
@@ -447,34 +532,34 @@ def pick_best(candidates:Sequence[str], rewards:Sequence[float], drop_bad:bool=T
     return max(ok, key=lambda i: rewards[i], default=None)
 
 # %% ../nbs/12_synthetic_feedback.ipynb #b94ec9ad
-def _last_dialogue(path:Path, prompts:list[str])->int:
-    "Index of the last dialogue in `path` (-1 if none), checking every record opens with its query."
-    last = -1
-    if not path.exists(): return last
-    for lineno, r in iter_jsonl(path, with_lines=True):
-        i = r.get('index')
-        if not isinstance(i, int) or not last < i < len(prompts):
-            raise DataError(f'index {i!r} is not after {last} and below the {len(prompts)} queries: the output is misaligned', path, lineno, 'index')
-        msgs = r.get('messages')
-        if not (isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) and msgs[0].get('content') == prompts[i]):
-            raise DataError(f'dialogue does not open with query {i} ({prompts[i][:60]!r}): the output is misaligned', path, lineno, 'messages')
-        last = i
-    return last
+def _done_dialogues(path:Path, prompts:list[str])->set[int]:
+    "Indices of the queries whose dialogues `path` and its shard files hold, checking every record opens with its query."
+    def opens(i, r):
+        m = r.get('messages')
+        if not (isinstance(m, list) and m and isinstance(m[0], dict) and m[0].get('content') == prompts[i]):
+            return f'dialogue does not open with query {i} ({prompts[i][:60]!r}): the output is misaligned', 'messages'
+    return _done_indices(path, len(prompts), 'queries', opens)
+
+RMSP_COUNTS = ('dialogues', 'assistant_turns', 'skipped', 'candidates', 'bad_candidates', 'ended_no_candidate', 'ended_empty_user_turn')
 
 def self_play(prompts:Sequence[str],        # opening user queries
               generator,                    # the prompted model, a `Generator`
               reward_model, rm_tokenizer,   # scores `dialogue_text` (see `social_align.models.score_texts`)
               output_path:str|Path,         # sft JSONL `{index, messages, rewards}` (appended; a rerun continues)
               cfg:RMSPConfig|None=None,
-              progress:bool=False)->dict:
-    "Simulate RM-guided dialogues for `prompts` (resumable, see the chunk grid); returns counts."
+              progress:bool=False,
+              rank:int|None=None, world_size:int|None=None # this process of the launch (default: `core.process_info()`)
+             )->dict:
+    "Simulate RM-guided dialogues for `prompts` (resumable, see the chunk grid; split across a launch's processes); returns counts."
     from social_align.models import score_texts
     cfg = (cfg or RMSPConfig()).check()
     demos, prompts, output_path = load_demonstrations(cfg.demonstrations), list(prompts), Path(output_path)
-    counts = Counter()
-    with JsonlWriter(output_path) as w:                  # opening repairs a torn last line
-        start = _last_dialogue(output_path, prompts) + 1
-        for lo in todo_chunks(len(prompts), cfg.chunk_size, lambda i: i >= start):
+    _done_dialogues(output_path, prompts)               # a misaligned output fails here, on every process alike
+    out, counts = ShardedOutput(output_path, 'index', rank, world_size), Counter()
+    new = lambda d: d['index'] not in out.done          # not written by an earlier run
+    who = f'[rank {out.rank}/{out.world_size}] ' if out.world_size > 1 else ''
+    with out.writer() as w:                             # this process's own file (opening repairs a torn last line)
+        for lo in my_chunks(len(prompts), cfg.chunk_size, lambda i: i not in out.done, out.rank, out.world_size, 'RMSP'):
             dias = [{'index': i, 'messages': [{'role': 'user', 'content': prompts[i]}], 'rewards': [], 'turns': [], 'open': True}
                     for i in range(lo, min(lo + cfg.chunk_size, len(prompts)))]
             for t in range(cfg.n_turns):
@@ -488,12 +573,11 @@ def self_play(prompts:Sequence[str],        # opening user queries
                 rw = score_texts(reward_model, rm_tokenizer, texts, batch_size=cfg.rm_batch_size, max_length=cfg.rm_max_length).tolist()
                 for k, (d, cs) in enumerate(zip(live, cands)):
                     r = rw[k*cfg.n_candidates:(k+1)*cfg.n_candidates]
-                    if d['index'] >= start:
-                        counts['candidates'] += len(cs); counts['bad_candidates'] += sum(bool(c) and is_bad(c) for c in cs)
+                    if new(d): counts['candidates'] += len(cs); counts['bad_candidates'] += sum(bool(c) and is_bad(c) for c in cs)
                     j = pick_best(cs, r, cfg.drop_bad)
                     if cfg.save_candidates: d['turns'].append({'candidates': cs, 'rewards': r, 'picked': j})
                     if j is None:
-                        d['open'] = False; counts['ended_no_candidate'] += d['index'] >= start; continue
+                        d['open'] = False; counts['ended_no_candidate'] += new(d); continue
                     d['messages'].append({'role': 'assistant', 'content': cs[j]}); d['rewards'].append(r[j])
                 live = [d for d in dias if d['open']]
                 if t + 1 == cfg.n_turns or not live: break
@@ -502,14 +586,14 @@ def self_play(prompts:Sequence[str],        # opening user queries
                                                 stop=list(TURN_MARKERS), seed=chunk_seed(cfg.seed, 'rmsp', lo, 'user', t))
                 for d, u in zip(live, users):
                     if u[0].strip(): d['messages'].append({'role': 'user', 'content': u[0].strip()})
-                    else: d['open'] = False; counts['ended_empty_user_turn'] += d['index'] >= start
+                    else: d['open'] = False; counts['ended_empty_user_turn'] += new(d)
             for d in dias:
-                if d['index'] < start: continue                 # written by the run that was interrupted in this chunk
+                if not new(d): continue                     # written by the run that was interrupted in this chunk
                 if d['messages'][-1]['role'] == 'user' and len(d['messages']) > 1: d['messages'].pop()   # an unanswered user turn
                 if not d['rewards']: counts['skipped'] += 1; continue
                 rec = {'index': d['index'], 'messages': d['messages'], 'rewards': d['rewards']}
                 if cfg.save_candidates: rec['turns'] = d['turns']
                 w.write(rec); counts['dialogues'] += 1; counts['assistant_turns'] += len(d['rewards'])
-            if progress: print(f'RMSP: {min(lo + cfg.chunk_size, len(prompts))}/{len(prompts)} queries', flush=True)
-    return {k: counts[k] for k in ('dialogues', 'assistant_turns', 'skipped', 'candidates', 'bad_candidates',
-                                   'ended_no_candidate', 'ended_empty_user_turn')}
+            if progress: print(f'{who}RMSP: queries {lo}-{lo + len(dias) - 1} of {len(prompts)} done', flush=True)
+    out.finish(order=range(len(prompts)))               # the main process merges the shards in query order
+    return {k: sum_over_processes(counts[k]) for k in RMSP_COUNTS}

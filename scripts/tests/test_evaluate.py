@@ -5,6 +5,7 @@ import pytest
 
 SCRIPT = Path(__file__).parents[1]/'evaluate.py'
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'false'}
+LAUNCH2 = (sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(SCRIPT.parent/'configs'/'cpu.yaml'), '--num_processes', '2')
 
 
 from _tiny import write_jsonl, toy_tokenizer, save_tiny
@@ -87,6 +88,23 @@ def test_gen_stats_and_report(tiny, tmp_path):
     page = Path(rep['html']).read_text()
     assert 'Metrics: gen_stats' in page and 'Metrics: samples' in page and '<td>kl</td>' in page
     assert 'Eval run' in Path(rep['markdown']).read_text()
+
+
+def test_gen_stats_sampled_on_two_processes_is_the_one_process_run(tiny, tmp_path):
+    "gen_stats sampling under a 2-process accelerate launch (CPU ranks): the chunks are split and gathered; the samples and metrics are one process's."
+    from social_align.core import read_jsonl
+    prompts = write_jsonl(tmp_path/'prompts.jsonl', [{'prompt': r['prompt']} for r in read_jsonl(tiny['prefs'])])
+    flags = ('--data_path', prompts, '--model_name_or_path', tiny['policy'], '--reward_model_name_or_path', tiny['rm'],
+             '--n_samples', 2, '--max_new_tokens', 6, '--chunk_size', 2, '--seed', 3)   # chunks [0, 2), [2, 4), [4, 6)
+    one = evaluate(tmp_path, 'gen_stats', *flags, '--save_samples', tmp_path/'one.jsonl', file='one.json')
+    two = subprocess.run([*LAUNCH2, str(SCRIPT), '--task', 'gen_stats', *map(str, flags), '--batch_size', '4', '--output', str(tmp_path/'two.json'),
+                          '--save_samples', str(tmp_path/'two.jsonl')],
+                         capture_output=True, text=True, timeout=600, env=ENV)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    assert two.stdout.count('"task": "gen_stats"') == 1                      # the main process alone prints and writes
+    assert (tmp_path/'two.jsonl').read_text() == (tmp_path/'one.jsonl').read_text()
+    assert len((tmp_path/'one.jsonl').read_text().splitlines()) == 12 and one['n'] == 12
+    assert json.loads((tmp_path/'two.json').read_text())['results'] == one
 
 
 def test_missing_inputs_are_named(tiny, tmp_path):

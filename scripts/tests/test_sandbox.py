@@ -101,3 +101,36 @@ def test_resume_with_other_settings_is_refused(models, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert [(x['iteration'], x['agent_id']) for x in records(out)] == [(i, a) for i in range(2) for a in range(9)]
     assert json.loads((out/'resume_settings.json').read_text())['history'] == {'rounds': [1, 2]}
+
+
+LAUNCH2 = (sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(SCRIPT.parent/'configs'/'cpu.yaml'), '--num_processes', '2')
+
+
+def test_two_processes_write_the_one_process_records(models, tmp_path):
+    """Issue 17: `accelerate launch --num_processes 2 simulate.py` splits each phase across the processes and writes
+    the records one process writes; and its world resumes in one process. The agents sample (temperature 0.7) on a
+    local toy OpenAI server (per-request seeds, as vLLM), the observer is a tiny HF model (greedy)."""
+    from social_align.generation import toy_openai_server
+    lm, _ = models
+    with toy_openai_server() as srv:
+        soc = tmp_path/'society.yaml'
+        soc.write_text(f'models:\n  toy: {{backend: openai, base_url: "{srv.url}", model: toy}}\n  judge: {{model_name_or_path: "{lm}"}}\n'
+                       'agents: [{model: toy, share: 1}]\nobserver: {model: judge}\n')
+        def flags(out, rounds):
+            return ['--society_config', str(soc), '--output_dir', str(out), '--size', '2', '--rounds', str(rounds), '--max_new_tokens', '6',
+                    '--retries', '0', '--device', 'cpu', '--no_progress']
+        one = subprocess.run([sys.executable, str(SCRIPT), *flags(tmp_path/'one', 2)], capture_output=True, text=True, env=ENV, timeout=600)
+        assert one.returncode == 0, one.stderr[-3000:]
+        t0 = time.time()
+        two = subprocess.run([*LAUNCH2, str(SCRIPT), *flags(tmp_path/'two', 1)], capture_output=True, text=True, env=ENV, timeout=600)
+        took = time.time() - t0
+        assert two.returncode == 0, two.stderr[-3000:]
+        assert two.stdout.count('records:') == 1, two.stdout          # only the main process reports (and writes)
+        expected = records(tmp_path/'one')
+        assert records(tmp_path/'two') == expected[:4]
+        assert any(r['ratings'] for r in expected) and len({r['draft_answer'] for r in expected}) > 1
+        again = subprocess.run([sys.executable, str(SCRIPT), *flags(tmp_path/'two', 2)], capture_output=True, text=True, env=ENV, timeout=600)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert records(tmp_path/'two') == expected
+        assert not list((tmp_path/'two').glob('*rank*')), 'no per-process files are left'
+    print(f'2-process launch: {took:.0f} s')

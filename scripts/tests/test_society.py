@@ -28,6 +28,13 @@ def served_requests(url):
     return sum(float(l.rsplit(' ', 1)[1]) for l in text.splitlines() if l.startswith('vllm:request_success_total'))
 
 
+def http_requests(url, handler='/v1/completions'):
+    "HTTP requests the vLLM server at `url` has answered on `handler` (its Prometheus HTTP counter)."
+    import httpx
+    text = httpx.get(url.removesuffix('/v1') + '/metrics', timeout=10).text
+    return sum(float(l.rsplit(' ', 1)[1]) for l in text.splitlines() if l.startswith('http_requests_total{') and f'handler="{handler}"' in l)
+
+
 @pytest.fixture(scope='module')
 def servers(tmp_path_factory):
     "`{served name: base URL}` of two tiny random Llamas (other seeds, other depths) served by `vllm serve`."
@@ -57,12 +64,14 @@ def test_one_served_model_runs_and_resumes(servers, tmp_path):
     "--backend openai: every agent and the observer on one served model; a second run with more rounds continues it."
     out, url = tmp_path/'one', servers['tiny-a']
     flags = ('--backend', 'openai', '--base_url', url, '--model_name_or_path', 'tiny-a', '--max_concurrency', '4', '--output_dir', out)
-    before = served_requests(url)
+    before, before_http = served_requests(url), http_requests(url)
     r = run(*flags, '--rounds', '1')
     assert r.returncode == 0, r.stderr[-3000:]
     assert [(x['iteration'], x['agent_id'], x['model']) for x in records(out)] == [(0, a, 'tiny-a') for a in range(9)]
     # 9 drafts + 18 observer scores + 24 ratings (3x3: 4 corners rated by 2 peers, 4 edges by 3, the center by 4) + 9 revisions + 18 re-scores
     assert served_requests(url) - before == 78
+    # ... in few HTTP requests (issue 18): one per phase, a few more where a phase repeats a prompt (another seed)
+    assert 5 <= http_requests(url) - before_http <= 15, http_requests(url) - before_http
     r = run(*flags, '--rounds', '2', '--max_concurrency', '2')                   # how fast it is served may change
     assert r.returncode == 0, r.stderr[-3000:]
     assert [(x['iteration'], x['agent_id']) for x in records(out)] == [(i, a) for i in range(2) for a in range(9)]
@@ -129,3 +138,16 @@ def test_errors_name_the_url_the_variable_and_the_key(tmp_path):
     r = run('--society_config', cfg, '--model_name_or_path', 'x', '--output_dir', tmp_path/'x')
     assert r.returncode != 0 and 'not both' in r.stderr
     assert not (tmp_path/'x').exists()
+
+
+def test_base_url_lists_several_servers(tmp_path):
+    "--base_url with commas: one model on two local toy servers; every phase goes to both, in few requests (issue 17/18)."
+    from social_align.generation import toy_openai_server
+    sys.path.insert(0, str(SCRIPT.parent))
+    import simulate
+    with toy_openai_server() as s1, toy_openai_server() as s2:
+        simulate.main(['--backend', 'openai', '--base_url', f'{s1.url},{s2.url}', '--size', '2', '--rounds', '1', '--retries', '0',
+                       '--max_new_tokens', '6', '--device', 'cpu', '--no_progress', '--output_dir', str(tmp_path/'w')])
+        assert [(x['agent_id'], x['model']) for x in records(tmp_path/'w')] == [(a, 'toy') for a in range(4)]
+        assert s1.requests >= 5 and s2.requests >= 5, (s1.requests, s2.requests)   # every phase: a request to each server
+        assert s1.requests + s2.requests <= 16, (s1.requests, s2.requests)          # not one per prompt (4+8+8+4+8 = 32)

@@ -7,6 +7,7 @@ import pytest
 SCRIPTS = Path(__file__).parents[1]
 SCRIPT = SCRIPTS/'synthetic_feedback.py'
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+LAUNCH2 = (sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(SCRIPTS/'configs'/'cpu.yaml'), '--num_processes', '2')
 GOOD = 'The answer: ' + 'a'*150 + '.'          # a usable (not BAD) answer of 163 characters
 OK = 'The answer: ' + 'a'*100 + '.'            # a usable, shorter one (113 characters)
 
@@ -97,6 +98,27 @@ def test_rg_cs_feed_the_reward_trainer(model, tmp_path):
     from social_align.data import load_records
     recs = load_records(sft, 'sft')
     assert [r['messages'][0]['content'] for r in recs] == prompts and all(len(r['rewards']) == 2 for r in recs)
+
+
+def test_rg_on_two_processes_writes_the_one_process_file(model, tmp_path):
+    "RG under a 2-process accelerate launch (CPU ranks over gloo): chunks dealt out, shards merged; the files are the 1-process run's, byte for byte."
+    prompts = ['How do I boil an egg?', 'What is a good first pet?', 'How can I sleep better?', 'Why is the sky blue?', 'How do I fix a flat tire?']
+    (tmp_path/'prompts.txt').write_text('\n'.join(prompts) + '\n')
+    confs = [{'name': 'tiny-hhh-2', 'model': str(model), 'demonstrations': 'hhh', 'n_shot': 2},
+             {'name': 'tiny-faithful-1', 'model': str(model), 'demonstrations': 'faithful', 'n_shot': 1}]
+    (tmp_path/'confs.json').write_text(json.dumps(confs))
+    def flags(out): return ('--mode', 'rg', '--prompts_path', tmp_path/'prompts.txt', '--configurations_path', tmp_path/'confs.json',
+                            '--output_path', out, '--max_new_tokens', 8, '--batch_size', 2)   # chunks [0, 2), [2, 4), [4, 5): 2 on rank 0, 1 on rank 1
+    one = run(*flags(tmp_path/'one'))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([*LAUNCH2, str(SCRIPT), *map(str, flags(tmp_path/'two'))], capture_output=True, text=True, timeout=600, env=ENV)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    stats = [json.loads(l) for l in two.stdout.splitlines() if l.startswith('{')]
+    assert [(s['name'], s['total'], s['generated']) for s in stats] == [('tiny-hhh-2', 5, 5), ('tiny-faithful-1', 5, 5)]   # printed once, summed
+    assert '[rank 1/2] RG tiny-hhh-2: prompts 2-3 of 5 done' in two.stdout
+    for c in confs:
+        assert (tmp_path/'two'/f"{c['name']}.jsonl").read_text() == (tmp_path/'one'/f"{c['name']}.jsonl").read_text()
+    assert sorted(f.name for f in (tmp_path/'two').iterdir()) == ['tiny-faithful-1.jsonl', 'tiny-hhh-2.jsonl']   # no shard left
 
 
 def test_pg_killed_with_sigkill_resumes_to_the_uninterrupted_output(model, tmp_path):

@@ -160,3 +160,32 @@ def test_named_dataset_bad_row_is_named(tiny, tmp_path):
     r = run('train_reward.py', '--model_name_or_path', tiny['model'], '--data_path', tmp_path/'x.jsonl', '--dataset_name', 'x',
             '--output_dir', tmp_path/'out')
     assert r.returncode == 2 and 'give --data_path or --dataset_name, not both' in r.stderr
+
+
+LAUNCH2 = (sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(SCRIPTS/'configs'/'cpu.yaml'), '--num_processes', '2')
+
+def _sft_steps(out):
+    "Per-step training losses and the final weights of a train_sft.py run."
+    from safetensors.torch import load_file
+    state = json.loads((out/'trainer_state.json').read_text())
+    return [h['loss'] for h in state['log_history'] if 'loss' in h], load_file(out/'model.safetensors')
+
+def test_sft_loss_is_the_global_batch_token_mean(tiny, tmp_path):
+    "2 processes with batch B, and 1 process with batch B and gradient accumulation 2, train what 1 process with batch 2B does."
+    import torch
+    recs = [{'prompt': r['prompt'], 'completion': ' '.join([r['completion']] * (1 + 3 * (i % 3)))} for i, r in enumerate(tiny['sft'])]
+    data = write_jsonl(tmp_path/'sft.jsonl', recs)   # responses of very different lengths: a mean of means is not the token mean
+    flags = ['--model_name_or_path', tiny['model'], '--data_path', data, '--max_steps', '3', '--logging_steps', '1',
+             '--learning_rate', '1e-2', '--save_strategy', 'no', '--report_to', 'none', '--disable_tqdm', 'True',
+             '--max_length', '96', '--gradient_accumulation_steps']
+    runs = {'one': ['1', '--per_device_train_batch_size', '4'], 'ga': ['2', '--per_device_train_batch_size', '2'],
+            'ddp': ['1', '--per_device_train_batch_size', '2']}
+    for name, extra in runs.items():
+        argv = [str(SCRIPTS/'train_sft.py'), *map(str, flags), *extra, '--output_dir', str(tmp_path/name)]
+        cmd = [*LAUNCH2, *argv] if name == 'ddp' else [sys.executable, *argv]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    (l1, w1), (lga, wga), (lddp, wddp) = (_sft_steps(tmp_path/n) for n in runs)
+    assert len(l1) == 3
+    assert lga == pytest.approx(l1, rel=1e-5) and lddp == pytest.approx(l1, rel=1e-5), (l1, lga, lddp)
+    for w in (wga, wddp): assert all(torch.allclose(w1[k], w[k], atol=1e-5) for k in w1)

@@ -19,13 +19,13 @@ from ..core import DataError, atomic_write_json
 from ..data import load_records, get_schema, DIALOGUE_FORMATS
 from ..models import load_tokenizer, load_causal_lm, ensure_pad_token, freeze, eval_mode
 from ..tokenization import response_text, prompt_ids, encode_prompt_response, truncate_pair   # re-exported: their home is social_align.tokenization
-from ..logprobs import make_batch
+from ..logprobs import make_batch, check_padding_free, is_packed, packed_layout
 
 # %% auto #0
 __all__ = ['AlignmentConfig', 'as_dataset', 'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'get_peft_config',
            'quantization_kwargs', 'unwrap_model', 'is_peft_model', 'with_adapter', 'adapter_disabled',
-           'disable_dropout', 'deepspeed_reference', 'AlignmentTrainer', 'merge_adapter', 'merged_weights',
-           'load_adapter_into', 'step_losses']
+           'loss_token_count', 'disable_dropout', 'deepspeed_reference', 'AlignmentTrainer', 'merge_adapter',
+           'merged_weights', 'load_adapter_into', 'step_losses']
 
 # %% ../../nbs/30_trainer_base.ipynb #1eff07fd
 def _check_peft_fields(c):
@@ -51,6 +51,7 @@ class AlignmentConfig(TrainingArguments):
     max_length: int|None = field(default=512, metadata={'help': 'longest prompt + response, in tokens; longer examples are truncated'})
     max_prompt_length: int|None = field(default=None, metadata={'help': 'longest prompt, in tokens (None: no separate limit)'})
     truncation_side: str = field(default='left', metadata={'help': "'left': drop tokens from the start (the prompt first), keeping the response and its EOS; 'right': drop them from the end of the response", 'choices': ['left', 'right']})
+    padding_free: bool = field(default=False, metadata={'help': "pack each batch's sequences into one row without padding, position ids restarting per sequence (TRL's padding_free); needs sdpa, eager or flash attention of a transformers model; the same losses as padded batches"})
     padding_side: str = field(default='right', metadata={'help': "where padding goes in a batch ('left' or 'right'); results do not depend on it", 'choices': ['left', 'right']})
     dataset_num_proc: int|None = field(default=None, metadata={'help': 'processes for tokenizing the dataset'})
     remove_unused_columns: bool = field(default=False, metadata={'help': 'keep False: the collators read the tokenized columns'})
@@ -130,19 +131,21 @@ def tokenize_dataset(ds,                         # a validated `datasets.Dataset
 
 # %% ../../nbs/30_trainer_base.ipynb #81109bd9
 class SequenceCollator:
-    "Collate features holding `{group}_input_ids` / `{group}_response_mask` into one padded, group-major batch."
+    "Collate features holding `{group}_input_ids` / `{group}_response_mask` into one padded (or packed), group-major batch."
     def __init__(self,
                  groups:Sequence[str],          # group names, in batch order, e.g. ('chosen', 'rejected')
                  pad_token_id:int,              # id used for padding
                  padding_side:str='right',      # 'left' or 'right'
-                 pad_to_multiple_of:int|None=None): # round the padded length up (tensor cores like multiples of 8)
+                 pad_to_multiple_of:int|None=None, # round the padded length up (tensor cores like multiples of 8)
+                 padding_free:bool=False):      # pack the sequences into one row without padding (see `logprobs.pack_sequences`)
         self.groups, self.pad_token_id, self.padding_side, self.pad_to_multiple_of = tuple(groups), pad_token_id, padding_side, pad_to_multiple_of
+        self.padding_free = padding_free
 
     def __call__(self, features:list[dict])->dict[str, Tensor]:
         if not features: raise ValueError('cannot collate an empty list of features')
         ids = [f[f'{g}_input_ids'] for g in self.groups for f in features]
         rms = [f[f'{g}_response_mask'] for g in self.groups for f in features]
-        batch = make_batch(ids, rms, self.pad_token_id, self.padding_side, self.pad_to_multiple_of)
+        batch = make_batch(ids, rms, self.pad_token_id, self.padding_side, self.pad_to_multiple_of, padding_free=self.padding_free)
         seq_keys = {f'{g}_{k}' for g in self.groups for k in ('input_ids', 'response_mask')}
         for k in features[0]:
             if k in seq_keys: continue
@@ -180,9 +183,11 @@ def quantization_kwargs(args:AlignmentConfig)->dict:
 
 # %% ../../nbs/30_trainer_base.ipynb #b36a4890
 def unwrap_model(model:nn.Module)->nn.Module:
-    "The model inside DDP / DataParallel / DeepSpeed / FSDP wrappers (their `.module`)."
-    while isinstance(getattr(model, 'module', None), nn.Module): model = model.module
-    return model
+    "The model inside DDP / DataParallel / DeepSpeed / FSDP wrappers (their `.module`) and `torch.compile` (its `_orig_mod`)."
+    while True:
+        if isinstance(getattr(model, '_orig_mod', None), nn.Module): model = model._orig_mod   # torch_compile=True
+        elif isinstance(getattr(model, 'module', None), nn.Module): model = model.module
+        else: return model
 
 def is_peft_model(model:nn.Module)->bool:
     "Does `model` (possibly wrapped for distributed training) carry a peft adapter?"
@@ -217,6 +222,19 @@ def adapter_disabled(model:nn.Module):            # a peft model, possibly DDP-w
     if not is_peft_model(inner): raise ValueError(f'{type(inner).__name__} has no peft adapter to disable')
     with inner.disable_adapter(): yield model
 
+# %% ../../nbs/30_trainer_base.ipynb #a4c81f3e
+def loss_token_count(batch:dict[str, Tensor] # a padded batch (`make_batch`) or a packed one, with `response_mask`
+                    )->Tensor:               # 0-d: the tokens `forward_logprobs(model, batch)`'s loss mask holds
+    "The number of tokens the loss of `batch` scores: its response tokens that some token of the same sequence predicts."
+    rm = batch.get('response_mask', batch.get('completion_mask'))
+    if rm is None: raise ValueError("batch needs a 'response_mask' (1 on the tokens the loss scores)")
+    if is_packed(batch):    # a sequence's first token has no predictor (a row's pad tail has no response token)
+        target = rm.reshape(-1).bool().clone(); target[packed_layout(batch)[1]] = False
+        return target.sum()
+    am = batch['attention_mask'].bool()
+    return (rm[:, 1:].bool() & am[:, 1:] & am[:, :-1]).sum()
+
+
 # %% ../../nbs/30_trainer_base.ipynb #f6fde4d1
 def disable_dropout(model:nn.Module # any torch model
                    )->nn.Module:    # the same model, with every dropout probability 0
@@ -250,6 +268,8 @@ class AlignmentTrainer(Trainer):
     groups: tuple = ('sequence',)       # sequence groups of a feature (see `SequenceCollator`)
     config_class = AlignmentConfig      # the arguments class of this trainer
     peft_task_type: str = 'CAUSAL_LM'   # the peft task type of `use_peft` when `lora_task_type` is not given
+    no_padding_free: str|None = None    # why this trainer cannot train on packed batches (None: it can)
+    token_mean_loss: bool = False       # the loss is a mean over tokens: `batch_loss` takes `num_items_in_batch` (see *Token means*)
 
     def __init__(self,
                  model:nn.Module|str|Path,          # the model, or a local folder / hub name to load it from
@@ -271,6 +291,9 @@ class AlignmentTrainer(Trainer):
             raise ValueError('processing_class (the tokenizer) is required when the model is given as an object')
         ensure_pad_token(processing_class, model)
         model = self.apply_peft(model, peft_config, args)
+        if args.padding_free:
+            if self.no_padding_free: raise ValueError(f'{type(self).__name__} cannot train with padding_free=True: {self.no_padding_free}')
+            check_padding_free(model)
         if args.disable_dropout: disable_dropout(model)      # after the adapter: its dropout too, as in TRL
         self._metrics = {'train': defaultdict(list), 'eval': defaultdict(list)}
         self.tokenizer_ = processing_class
@@ -281,8 +304,8 @@ class AlignmentTrainer(Trainer):
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class,
                          data_collator=data_collator or self.make_collator(processing_class, args), **kwargs)
-        self.model_accepts_loss_kwargs = False   # the loss is a per-batch mean: let Trainer average micro-batches
-        self.loss_is_scaled_for_ga = False
+        self.model_accepts_loss_kwargs = False   # our loss is not the model's: Trainer never passes it num_items_in_batch
+        self.loss_is_scaled_for_ga = self.token_mean_loss   # a token mean is divided by the step's tokens; the others by the steps
 
     # -- what a subclass may override -------------------------------------------------------------------------
     def load_model(self, name_or_path:str, args:AlignmentConfig)->nn.Module:
@@ -304,10 +327,10 @@ class AlignmentTrainer(Trainer):
 
     def make_collator(self, tokenizer, args:AlignmentConfig):
         "The data collator: one padded batch of this trainer's sequence groups."
-        return SequenceCollator(self.groups, tokenizer.pad_token_id, args.padding_side)
+        return SequenceCollator(self.groups, tokenizer.pad_token_id, args.padding_side, padding_free=args.padding_free)
 
     def batch_loss(self, model:nn.Module, inputs:dict)->tuple[Tensor, dict[str, Tensor]]:
-        "The loss of one batch and the metrics to log."
+        "The loss of one batch and the metrics to log (with `token_mean_loss`, also `num_items_in_batch=`: the divisor of its token sum)."
         raise NotImplementedError
 
     def prepare_reference(self, ref:nn.Module)->nn.Module:
@@ -342,8 +365,19 @@ class AlignmentTrainer(Trainer):
                                 desc=f'tokenizing {split} data')
 
     # -- loss, metrics, evaluation ---------------------------------------------------------------------------------
+    def _get_num_items_in_batch(self, batch_samples:list, device)->Tensor|None:
+        "A token-mean trainer's loss tokens in an optimizer step's micro-batches, on every process (`average_tokens_across_devices`); else None."
+        if not self.token_mean_loss or not batch_samples: return None
+        n = sum(loss_token_count(b) for b in batch_samples).to(device)
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1: n = self.accelerator.reduce(n, reduction='sum')
+        return n
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, metrics = self.batch_loss(model, inputs)
+        if self.token_mean_loss and num_items_in_batch is not None:
+            loss, metrics = self.batch_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                loss = loss * self.accelerator.num_processes     # DDP averages the processes' gradients; the count is global
+        else: loss, metrics = self.batch_loss(model, inputs)
         self.store_metrics(metrics, 'train' if model.training else 'eval')
         return (loss, metrics) if return_outputs else loss
 

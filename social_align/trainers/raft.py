@@ -6,24 +6,29 @@
 from __future__ import annotations
 import enum, functools, gc, hashlib, json, math, os, random, shutil, time, typing, warnings
 from dataclasses import MISSING, dataclass, field, fields, make_dataclass
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from accelerate.utils import gather_object
 
-from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure, help_field, mean_or_none
+from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure, help_field, mean_or_none, process_info, wait_for_everyone
 from ..generation import Generator, HFGenerator, check_prompts
 from ..models import eval_mode, format_prompt, save_model, score_texts
 from ..tokenization import distinct_n, pair_text   # distinct_n: importable from here too
 from ..data import load_prompts      # the prompt reader of every stage; importable from here too
+from .vllm import VLLMArguments, vllm_settings, rollout_generator, sync_weights
 from .base import get_peft_config, is_peft_model, with_adapter, merged_weights, load_adapter_into
 
 # %% auto #0
 __all__ = ['RAFT_OWNS', 'FINETUNE_FREE', 'CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'degenerate_reason', 'mask_degenerate',
-           'select_local', 'select_global', 'prompt_order', 'iteration_prompts', 'reward_text', 'ScoredBatch',
+           'select_local', 'select_global', 'prompt_order', 'iteration_prompts', 'sample_seed', 'shard_range',
+           'sampling_chunk', 'reward_text', 'ScoredBatch', 'generate_and_score', 'select_samples', 'join_parts',
            'sample_and_score', 'batch_stats', 'finetune_arguments', 'changed_finetune_args', 'finetune_config',
-           'finetune_on', 'checkpoints', 'save_checkpoint', 'load_weights_into', 'raft_settings', 'raft', 'plot_raft']
+           'finetune_on', 'checkpoints', 'save_checkpoint', 'load_weights_into', 'raft_settings', 'raft', 'engine_name',
+           'plot_raft']
 
 # %% ../../nbs/36_trainer_raft.ipynb #ef05730d
 @dataclass
@@ -96,7 +101,8 @@ def degenerate_reason(response:str,                 # a sampled response
                       truncated:bool=False,         # the response hit max_new_tokens without ending
                       drop_truncated:bool=False     # count truncated responses as degenerate
                      )->str|None:
-    "Why `response` is degenerate ('too_short', 'marker:<m>', 'truncated'), or None if it is not."
+    "Why `response` is degenerate ('empty', 'too_short', 'marker:<m>', 'truncated'), or None if it is not."
+    if not response.strip(): return 'empty'   # whatever min_chars: there is nothing to finetune on
     if len(''.join(response.split())) < min_chars: return 'too_short'
     for m in bad_markers:
         if m in response: return f'marker:{m}'
@@ -156,6 +162,32 @@ def iteration_prompts(order:Sequence[int], # from `prompt_order`
     n = len(order); b = min(per_iteration, n)
     return [order[((iteration - 1) * b + j) % n] for j in range(b)]
 
+# %% ../../nbs/36_trainer_raft.ipynb #ef2de171
+def sample_seed(seed:int,      # the run's seed
+                iteration:int, # 1-based
+                index:int=0    # the prompt's position in the iteration's global batch
+               )->int:
+    "The sampling seed of prompt `index` of `iteration`: a base that differs for every (seed, iteration), plus `index`."
+    if not 0 <= index < 2**24: raise ValueError(f'a prompt position must be in [0, 2**24), got {index}')
+    return ((seed * 1_000_003 + iteration) % 2**31) * 2**24 + index   # below 2**55: a valid seed for torch, vLLM and servers
+
+# %% ../../nbs/36_trainer_raft.ipynb #03d1a2af
+def shard_range(n:int,           # prompts in the iteration's global batch
+                rank:int,        # this process
+                world_size:int,  # processes in the launch
+                chunk:int|None=1 # prompts that must stay on one process (one HF generate call; None: 1)
+               )->range:
+    "The global positions of the prompts process `rank` samples: a contiguous block of whole chunks (blocks in rank order)."
+    if not 0 <= rank < world_size: raise ValueError(f'rank {rank} is not in [0, {world_size})')
+    chunk = max(chunk or 1, 1)
+    n_chunks = math.ceil(n / chunk)
+    lo, hi = rank * n_chunks // world_size, (rank + 1) * n_chunks // world_size
+    return range(min(lo * chunk, n), min(hi * chunk, n))
+
+def sampling_chunk(generator:Generator, k:int)->int|None:
+    "Prompts per `generate` call an `HFGenerator` needs for rank-independent samples (`batch_size // k`); None: any split works."
+    return max(1, generator.batch_size // k) if isinstance(generator, HFGenerator) else None
+
 # %% ../../nbs/36_trainer_raft.ipynb #feea8294
 def reward_text(prompt:str|list[dict], # the prompt, as given to the policy
                 response:str,          # the sampled response, as generated (leading space kept)
@@ -180,28 +212,63 @@ class ScoredBatch:
         "The `sft` records to finetune on: `{prompt, completion}` of each kept sample."
         return [{'prompt': self.prompts[p], 'completion': self.responses[p][k]} for p, k in self.kept]
 
+# %% ../../nbs/36_trainer_raft.ipynb #9619ee74
+def _calls(n:int, start:int, chunk:int|None)->list[tuple[int, int]]:
+    "Local `(lo, hi)` blocks of one generate call each: chunks aligned on global multiples of `chunk`, or one block."
+    if not n: return []
+    if chunk is None: return [(0, n)]
+    cuts = [0] + [i for i in range(1, n) if (start + i) % chunk == 0] + [n]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+def generate_and_score(generator:Generator,  # samples from the current policy
+                       reward_model:nn.Module, reward_tokenizer,
+                       prompts:list,           # a block of this iteration's prompts (all of them, or a process's share)
+                       config:RAFTConfig,
+                       seed:int=0,             # the iteration's base sampling seed (`sample_seed(seed, t)`)
+                       start:int=0             # the block's position in the iteration's global batch
+                      )->dict:
+    "Sample `config.k` responses per prompt and score them: `{responses, truncated, scores}` ([B][K] plain lists)."
+    chunk = sampling_chunk(generator, config.k)
+    responses, truncated = [], []
+    with eval_mode(getattr(generator, 'model', None)):   # an HF policy samples without dropout, whatever its mode
+        for lo, hi in _calls(len(prompts), start, chunk):
+            comps = generator.generate(prompts[lo:hi], n=config.k, temperature=config.temperature, top_p=config.top_p,
+                                       max_new_tokens=config.max_new_tokens, stop=config.stop or None, seed=seed + start + lo)
+            responses += [[c.text for c in cs] for cs in comps]
+            truncated += [[c.finish_reason == 'length' for c in cs] for cs in comps]
+    if any(len(r) != config.k for r in responses): raise RuntimeError(f'the generator returned {[len(r) for r in responses]} samples per prompt, not k={config.k}')
+    texts = [reward_text(p, r, reward_tokenizer) for p, rs in zip(prompts, responses) for r in rs]
+    scores = []
+    if texts:
+        with eval_mode(reward_model):                      # and the reward model scores without it
+            scores = score_texts(reward_model, reward_tokenizer, texts, batch_size=config.reward_batch_size,
+                                 max_length=config.reward_max_length).double().view(len(prompts), config.k).tolist()
+    return {'responses': responses, 'truncated': truncated, 'scores': scores}
+
+# %% ../../nbs/36_trainer_raft.ipynb #549c7869
+def select_samples(prompts:list,      # the iteration's B prompts
+                   part:dict,         # `generate_and_score` of all of them (or the processes' parts, joined in order)
+                   config:RAFTConfig)->ScoredBatch:
+    "Mask degenerate samples and rank: the iteration's `ScoredBatch`."
+    scores = torch.tensor(part['scores'], dtype=torch.float64).view(len(prompts), config.k)
+    reasons = [[degenerate_reason(r, config.min_chars, config.bad_markers, t, config.drop_truncated) for r, t in zip(rs, ts)]
+               for rs, ts in zip(part['responses'], part['truncated'])]
+    rewards = mask_degenerate(scores, reasons)
+    kept = select_local(rewards) if config.ranking == 'local' else select_global(rewards, config.top_fraction)
+    return ScoredBatch(list(prompts), part['responses'], scores, rewards, reasons, part['truncated'], kept)
+
+def join_parts(parts:Sequence[dict])->dict:
+    "The processes' `generate_and_score` parts (in rank order) as one."
+    return {k: [x for p in parts for x in p[k]] for k in ('responses', 'truncated', 'scores')}
+
 def sample_and_score(generator:Generator,  # samples from the current policy
                      reward_model:nn.Module, reward_tokenizer,
                      prompts:list,           # this iteration's prompts
                      config:RAFTConfig,
-                     seed:int=0              # sampling seed
+                     seed:int=0              # base sampling seed (prompt or chunk at position g: seed + g)
                     )->ScoredBatch:
-    "Sample `config.k` responses per prompt in one batched call, score them, mask degenerate ones, select."
-    with eval_mode(getattr(generator, 'model', None)):   # an HF policy samples without dropout, whatever its mode
-        comps = generator.generate(prompts, n=config.k, temperature=config.temperature, top_p=config.top_p,
-                                   max_new_tokens=config.max_new_tokens, stop=config.stop or None, seed=seed)
-    responses = [[c.text for c in cs] for cs in comps]
-    truncated = [[c.finish_reason == 'length' for c in cs] for cs in comps]
-    if any(len(r) != config.k for r in responses): raise RuntimeError(f'the generator returned {[len(r) for r in responses]} samples per prompt, not k={config.k}')
-    texts = [reward_text(p, r, reward_tokenizer) for p, rs in zip(prompts, responses) for r in rs]
-    with eval_mode(reward_model):                          # and the reward model scores without it
-        scores = score_texts(reward_model, reward_tokenizer, texts, batch_size=config.reward_batch_size,
-                             max_length=config.reward_max_length).double().view(len(prompts), config.k)
-    reasons = [[degenerate_reason(r, config.min_chars, config.bad_markers, t, config.drop_truncated) for r, t in zip(rs, ts)]
-               for rs, ts in zip(responses, truncated)]
-    rewards = mask_degenerate(scores, reasons)
-    kept = select_local(rewards) if config.ranking == 'local' else select_global(rewards, config.top_fraction)
-    return ScoredBatch(list(prompts), responses, scores, rewards, reasons, truncated, kept)
+    "Sample `config.k` responses per prompt, score them, mask degenerate ones, select (in this process)."
+    return select_samples(prompts, generate_and_score(generator, reward_model, reward_tokenizer, prompts, config, seed), config)
 
 # %% ../../nbs/36_trainer_raft.ipynb #750a7292
 def batch_stats(b:ScoredBatch)->dict:
@@ -222,11 +289,11 @@ def batch_stats(b:ScoredBatch)->dict:
 RAFT_OWNS = ('output_dir', 'save_', 'eval_', 'do_', 'per_device_eval_batch_size', 'prediction_loss_only', 'include_for_metrics',
              'batch_eval_metrics', 'load_best_model_at_end', 'metric_for_best_model', 'greater_is_better', 'resume_from_checkpoint',
              'ignore_data_skip', 'restore_callback_states_from_checkpoint', 'enable_jit_checkpoint', 'push_to_hub', 'hub_',
-             'local_rank', 'ddp_', 'fsdp', 'deepspeed', 'parallelism_config', 'remove_unused_columns', 'load_in_4bit', 'load_in_8bit',
+             'local_rank', 'fsdp', 'deepspeed', 'parallelism_config', 'remove_unused_columns', 'load_in_4bit', 'load_in_8bit',
              'bnb_', 'use_bnb_nested_quant')
 FINETUNE_FREE = ('report_to', 'run_name', 'project', 'trackio_', 'logging_', 'log_level', 'log_on_each_node', 'disable_tqdm',
                  'include_num_input_tokens_seen', 'skip_memory_metrics', 'dataloader_num_workers', 'dataloader_pin_memory',
-                 'dataloader_persistent_workers', 'dataloader_prefetch_factor')
+                 'dataloader_persistent_workers', 'dataloader_prefetch_factor', 'ddp_')
 
 def _named(name:str, names:Sequence[str])->bool:
     "Is `name` one of `names` (an entry ending in '_' is a prefix)?"
@@ -276,7 +343,7 @@ def finetune_config(config:RAFTConfig,
     if bad := [k for k in ft if k in own]:
         raise ValueError(f'finetune_args {bad}: these are RAFTConfig settings (one name each), set them there')
     if bad := [k for k in ft if _named(k, RAFT_OWNS)]:
-        raise ValueError(f'finetune_args {bad}: RAFT decides these itself (its own per-iteration checkpoints, no eval set, one process, '
+        raise ValueError(f'finetune_args {bad}: RAFT decides these itself (its own per-iteration checkpoints, no eval set, ranks from the launcher, '
                          'models loaded by the caller)')
     known = {f.name for f in _finetune_fields()}
     if bad := [k for k in ft if k not in known]: raise ValueError(f'finetune_args {bad}: not TrainingArguments/SFTConfig settings')
@@ -297,8 +364,8 @@ def finetune_on(policy:nn.Module, tokenizer,
                 iteration:int,
                 finetune_args:dict|None=None)->float: # further `TrainingArguments` settings (see `finetune_config`)
     "Train `policy` in place on `records` with `SFTTrainer`; returns the mean training loss."
-    from social_align.trainers.sft import SFTTrainer
     from transformers.trainer_callback import PrinterCallback
+    from social_align.trainers.sft import SFTTrainer
     trainer = SFTTrainer(policy, args=finetune_config(config, iteration, finetune_args), train_dataset=records, processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)   # RAFT prints its own line per iteration
     loss = trainer.train().training_loss
@@ -352,13 +419,14 @@ def _check_resume_config(out:Path, config:RAFTConfig, prompts:list, extra:dict|N
     check_resume_settings(out/RESUME_SETTINGS, raft_settings(config, prompts, {**(extra or {}), 'finetune_args': ft}), RAFT_FREE,
                           'RAFT run', recorded=legacy)
 
-def _restore(out:Path, policy:nn.Module, writer:JsonlWriter, done:dict[int, dict])->int:
+def _restore(out:Path, policy:nn.Module, writer:JsonlWriter|None, done:dict[int, dict])->int:
     "Load the newest checkpoint into `policy` (re-logging its record if needed); the last completed iteration."
     ckpts = checkpoints(out)
     last = max(ckpts) if ckpts else 0
     if last and last not in done:
         rec = read_json(ckpts[last]/CKPT_STATE)['record']
-        writer.write(rec); done[last] = rec
+        if writer is not None: writer.write(rec)   # the main process's writer; the others only learn the record
+        done[last] = rec
     if done and max(done) > last:
         raise RuntimeError(f'{out}/iterations.jsonl records iteration {max(done)} but the newest saved policy is '
                            f'{"iteration " + str(last) if last else "none"}; cannot resume (restore the checkpoint or use a new output_dir)')
@@ -374,57 +442,103 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
          generator:Generator|Callable|None=None, # a Generator on the policy, a factory (policy, tokenizer) -> Generator, or None: HFGenerator
          settings:dict|None=None,          # what else identifies the run (model names, ...), checked on resume like the config
          finetune_args:dict|None=None,     # further `TrainingArguments` settings of the finetuning step (see `finetune_config`)
-         peft_config=None                  # a `peft.LoraConfig`: finetune a LoRA adapter (default: from finetune_args' `use_peft`, `lora_*`)
+         peft_config=None,                 # a `peft.LoraConfig`: finetune a LoRA adapter (default: from finetune_args' `use_peft`, `lora_*`)
+         vllm_args:VLLMArguments|None=None # the rollout engine (`--use_vllm`, `--vllm_mode colocate|server`, ...); default: transformers on the policy
         )->list[dict]:
     "Run (or resume) RAFT; returns the record of every iteration, oldest first."
     config = (config or RAFTConfig()).check()
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1:
-        raise RuntimeError('raft runs in a single process (one generate call per iteration, then SFT on one device); '
-                           'start it with python, not with a multi-process launcher')
     prompts = check_prompts(prompts)
+    engine = engine_name(vllm_args, generator)
     if not prompts: raise ValueError('raft needs at least one prompt')
     ft_config = finetune_config(config, 1, finetune_args)   # a bad finetuning setting fails now, not after the first sampling
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1: ft_config.device   # join the launch's process group as the trainer will
+    rank, world = process_info(); main = rank == 0
     if peft_config is None and not is_peft_model(policy): peft_config = get_peft_config(ft_config)
     if peft_config is not None:
         policy = with_adapter(policy, peft_config, config.gradient_checkpointing, seed=config.seed)   # into `policy`'s modules; the init from the seed (a rerun starts from the same adapter)
-    out = Path(config.output_dir); out.mkdir(parents=True, exist_ok=True)
-    _check_resume_config(out, config, prompts, settings, finetune_args)
-    config.to_json(out/'raft_config.json')
-    if config.prompts_per_iteration > len(prompts):
-        warnings.warn(f'prompts_per_iteration={config.prompts_per_iteration} is more than the {len(prompts)} prompts; using all of them each iteration')
+    out = Path(config.output_dir)
+    def setup():
+        out.mkdir(parents=True, exist_ok=True)
+        _check_resume_config(out, config, prompts, {**(settings or {}), 'rollout_engine': engine}, finetune_args)
+        config.to_json(out/'raft_config.json')
+        if config.prompts_per_iteration > len(prompts):
+            warnings.warn(f'prompts_per_iteration={config.prompts_per_iteration} is more than the {len(prompts)} prompts; using all of them each iteration')
+    _on_main(setup, main, world)
     log_path = out/'iterations.jsonl'
     done = {r['iteration']: r for r in read_jsonl(log_path)} if log_path.exists() else {}
+    wait_for_everyone()   # every process has read the log before the main one repairs it
     order = prompt_order(len(prompts), config.seed, config.shuffle_prompts)
     reward_model.eval()
-    with JsonlWriter(log_path) as writer:
-        last = _restore(out, policy, writer, done)
-        for it in range(last + 1, config.iterations + 1):
-            t0 = time.time()
-            idx = iteration_prompts(order, it, config.prompts_per_iteration)
-            gen = generator(policy, tokenizer) if callable(generator) and not isinstance(generator, Generator) else \
-                  generator or HFGenerator(policy, tokenizer, batch_size=config.generation_batch_size)
-            policy.eval()
-            try: batch = sample_and_score(gen, reward_model, reward_tokenizer, [prompts[i] for i in idx], config, seed=config.seed + it)
-            finally:
-                if gen is not generator: gen.close()
-            t1 = time.time()
-            if batch.kept: loss = finetune_on(policy, tokenizer, batch.kept_records(), config, it, finetune_args)
-            else:
-                loss = None
-                warnings.warn(f'iteration {it}: every sample was degenerate; nothing to finetune on')
-            rec = {'iteration': it, **batch_stats(batch), 'sft_loss': loss,
-                   'sample_seconds': round(t1 - t0, 2), 'seconds': round(time.time() - t0, 2)}
-            if config.save_samples:
-                write_jsonl(out/'samples'/f'iteration-{it}.jsonl', _sample_records(batch, idx))
-            save_checkpoint(out, it, policy, tokenizer, rec)
-            writer.write(rec); done[it] = rec
-            for old in list(checkpoints(out))[:-config.keep_checkpoints]: shutil.rmtree(checkpoints(out)[old])
-            if config.verbose:
-                print(f"iteration {it}/{config.iterations}: reward {rec['reward_mean']:.3f} (kept {_fmt(rec['kept_reward_mean'])}, "
-                      f"best {_fmt(rec['best_reward'])}), distinct-2 {rec['distinct_2']:.3f}, kept {rec['kept']}/{rec['n_samples']}, "
-                      f"degenerate {rec['degenerate']}, sft loss {_fmt(loss)}, {rec['seconds']:.1f} s")
-    save_model(policy, tokenizer, out)   # every time: a run killed while saving it left a torn file behind config.json
+    engine_gen = None   # the run's rollout engine, started once (a vLLM engine takes a minute to start on CPU)
+    try:
+        with JsonlWriter(log_path) if main else nullcontext() as writer:
+            last = _restore(out, policy, writer, done)
+            if generator is None and last < config.iterations:
+                engine_gen = rollout_generator(vllm_settings(vllm_args), policy, tokenizer, batch_size=config.generation_batch_size)   # from the restored weights
+                if engine == 'vllm-server': sync_weights(engine_gen, policy, step=last)   # the server may hold other weights
+            for it in range(last + 1, config.iterations + 1):
+                t0 = time.time()
+                idx = iteration_prompts(order, it, config.prompts_per_iteration)
+                gen = generator(policy, tokenizer) if callable(generator) and not isinstance(generator, Generator) else \
+                      generator or engine_gen
+                policy.eval()
+                try:
+                    share = shard_range(len(idx), rank, world, sampling_chunk(gen, config.k))   # this process's prompts
+                    part = generate_and_score(gen, reward_model, reward_tokenizer, [prompts[idx[g]] for g in share], config,
+                                              seed=sample_seed(config.seed, it), start=share.start)
+                    parts = gather_object([part]) if world > 1 else [part]   # every process: all parts, in rank order
+                    batch = select_samples([prompts[i] for i in idx], join_parts(parts), config)
+                finally:
+                    if gen is not generator and gen is not engine_gen: gen.close()
+                t1 = time.time()
+                if batch.kept: loss = finetune_on(policy, tokenizer, batch.kept_records(), config, it, finetune_args)
+                else:
+                    loss = None
+                    warnings.warn(f'iteration {it}: every sample was degenerate; nothing to finetune on')
+                rec = {'iteration': it, **batch_stats(batch), 'sft_loss': loss, 'sample_seconds': round(t1 - t0, 2)}
+                if engine != 'transformers' and gen is engine_gen:   # the next samples come from the new weights (a LoRA policy: merged)
+                    rec['sync_seconds'] = round(sync_weights(engine_gen, policy, step=it)['sync_s'], 2)
+                rec['seconds'] = round(time.time() - t0, 2)
+                done[it] = rec
+                if main:
+                    if config.save_samples:
+                        write_jsonl(out/'samples'/f'iteration-{it}.jsonl', _sample_records(batch, idx))
+                    save_checkpoint(out, it, policy, tokenizer, rec)
+                    writer.write(rec)
+                    for old in list(checkpoints(out))[:-config.keep_checkpoints]: shutil.rmtree(checkpoints(out)[old])
+                wait_for_everyone()   # the iteration is saved before any process goes on
+                if config.verbose and main:
+                    print(f"iteration {it}/{config.iterations}: reward {rec['reward_mean']:.3f} (kept {_fmt(rec['kept_reward_mean'])}, "
+                          f"best {_fmt(rec['best_reward'])}), distinct-2 {rec['distinct_2']:.3f}, kept {rec['kept']}/{rec['n_samples']}, "
+                          f"degenerate {rec['degenerate']}, sft loss {_fmt(loss)}, {rec['seconds']:.1f} s")
+        if main: save_model(policy, tokenizer, out)   # every time: a run killed while saving it left a torn file behind config.json
+        wait_for_everyone()
+    finally:
+        if engine_gen is not None: engine_gen.close()   # last: a colocated engine's shutdown ends the process group
     return [done[k] for k in sorted(done)]
+
+def engine_name(vllm_args:VLLMArguments|None, # the rollout flags (None: transformers)
+                generator=None                 # the `generator` given to `raft`, if any
+               )->str:
+    "'transformers', 'vllm-colocate' or 'vllm-server' (a resume setting); refuses flags RAFT has no use for."
+    if vllm_args is None: return 'transformers'
+    s = vllm_settings(vllm_args)
+    if s.use_vllm and generator is not None: raise ValueError('give a generator or vllm_args with use_vllm, not both')
+    if s.vllm_importance_sampling_correction:
+        raise ValueError('vllm_importance_sampling_correction: RAFT finetunes on its kept samples with SFT, there is no policy-gradient loss to correct')
+    return f'vllm-{s.vllm_mode}' if s.use_vllm else 'transformers'
+
+def _on_main(fn:Callable, main:bool, world:int):
+    "Run `fn` on the main process; its error is raised on every process (each waits for the main one, none hangs)."
+    err = None
+    if main:
+        try: fn()
+        except Exception as e: err = e
+    if world > 1:
+        from accelerate.utils import broadcast_object_list
+        msg = broadcast_object_list([None if err is None else (type(err).__name__, str(err))])[0]
+        if msg is not None and err is None: raise (ResumeSettingsError if msg[0] == 'ResumeSettingsError' else RuntimeError)(f'on the main process: {msg[1]}')
+    if err is not None: raise err
 
 def _fmt(x): return 'n/a' if x is None else f'{x:.3f}'
 

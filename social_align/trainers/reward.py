@@ -49,6 +49,7 @@ class RewardModelTrainer(AlignmentTrainer):
     schema = 'preference'
     groups = ('chosen', 'rejected')
     config_class = RewardConfig
+    no_padding_free = "the reward is read at each sequence's last token of a padded row, which a packed batch does not have"
     peft_task_type = 'SEQ_CLS'     # with LoRA: peft trains and saves the score head fully
 
     def __init__(self, model, args:RewardConfig|None=None, train_dataset=None, eval_dataset=None, processing_class=None, **kwargs):
@@ -125,7 +126,8 @@ class RewardModelTrainer(AlignmentTrainer):
     def pair_rewards(self, model:nn.Module, inputs:dict)->tuple[Tensor, Tensor]:
         "Rewards `[B]` of the chosen and of the rejected texts, from one forward over both."
         ids, am = inputs['input_ids'], inputs['attention_mask']
-        if self.decoder and is_peft_model(model):   # peft's wrapper hides the backbone `sequence_rewards` reads: its own forward,
+        compiled = isinstance(getattr(model, '_orig_mod', None), nn.Module)   # torch_compile: the backbone read directly would not be the compiled one
+        if self.decoder and (is_peft_model(model) or compiled):   # peft's wrapper hides the backbone `sequence_rewards` reads: its own forward,
             rewards = model(input_ids=ids, attention_mask=am, position_ids=positions_from_mask(am), use_cache=False).logits.squeeze(-1).float()
         else: rewards = sequence_rewards(model, ids, am)   # which pools at the last token before the pad id the trainer set
         return split_groups(rewards, 2).unbind(1)

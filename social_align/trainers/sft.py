@@ -90,6 +90,7 @@ class SFTTrainer(AlignmentTrainer):
     schema = 'sft'
     groups = ('sequence',)
     config_class = SFTConfig
+    token_mean_loss = True
 
     def tokenize_row(self, rec:dict, tokenizer, args:SFTConfig)->dict|None:
         if rec.get('messages') is not None:   # every assistant turn is learned; the last one is the response
@@ -113,5 +114,6 @@ class SFTTrainer(AlignmentTrainer):
                               args.dataset_num_proc, desc=f'tokenizing {split} data')
         return pack_dataset(ds, args.packed_block_size, 'sequence') if getattr(args, 'packing', False) else ds
 
-    def batch_loss(self, model:nn.Module, inputs:dict)->tuple[Tensor, dict[str, Tensor]]:
-        return sft_loss(*forward_logprobs(model, inputs), reduction='token_mean')
+    def batch_loss(self, model:nn.Module, inputs:dict, num_items_in_batch:Tensor|None=None)->tuple[Tensor, dict[str, Tensor]]:
+        "Token sum over `num_items_in_batch` (the optimizer step's response tokens; None: this batch's own token mean)."
+        return sft_loss(*forward_logprobs(model, inputs), reduction='token_mean', num_items_in_batch=num_items_in_batch)

@@ -12,12 +12,13 @@ from typing import Callable, Sequence
 import torch
 from torch import nn, Tensor
 
-from ..core import JsonlWriter, iter_jsonl, mean_or_none
+from ..core import JsonlWriter, iter_jsonl, mean_or_none, process_info, wait_for_everyone
 from ..models import freeze, load_reference_model, save_model
 from ..logprobs import forward_logprobs
 from ..losses.sso import SSO_SEQUENCES, sso_loss_from_logps
 from ..generation import HFGenerator
 from ..principles import Principle, PairConfig, chat_prompt, principle_pairs
+from .vllm import VLLMArguments, VLLMServerGenerator, rollout_generator, sync_weights, vllm_settings
 from .base import AlignmentConfig, AlignmentTrainer, get_peft_config, is_peft_model, with_adapter, load_adapter_into
 
 # %% auto #0
@@ -120,15 +121,16 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
                queries:Sequence,                      # the queries to sample pairs for, every iteration
                config:SSOConfig,                      # training arguments; `output_dir` holds the whole run
                iterations:int=3,                      # generate → filter → train rounds (the paper: 3)
-               generator_factory:Callable|None=None,  # (policy, tokenizer) -> Generator; default `HFGenerator`
+               generator_factory:Callable|None=None,  # (policy, tokenizer) -> Generator, one an iteration (default: `vllm_args`' engine)
                pair_config:PairConfig|None=None,      # sampling and filter settings of the data stage
                principles:Sequence[Principle]|None=None, # the principle set (default: `default_principles()`)
                ref_model:nn.Module|str|Path|None=None, # reference (None: a frozen copy of the initial policy)
                ref_update:str='initial',              # 'initial': keep it; 'iteration': refresh it to the policy each iteration
                generation_batch_size:int=32,          # batch size of the default `HFGenerator`
-               peft_config=None                       # a `peft.LoraConfig`: train an adapter (default: from `config.use_peft`)
+               peft_config=None,                      # a `peft.LoraConfig`: train an adapter (default: from `config.use_peft`)
+               vllm_args:VLLMArguments|None=None      # the rollout engine (`trainers.vllm`; default: transformers on the policy)
               )->list[dict]:                          # per-iteration stats (also in `output_dir/iterations.jsonl`)
-    "Online SSO: per iteration, sample and filter pairs with the current policy, train on them, save the model."
+    "Online SSO: per iteration, sample and filter pairs with the current policy, train on them, save the model; on every process of a launch."
     if ref_update not in ('initial', 'iteration'): raise ValueError(f"ref_update must be 'initial' or 'iteration', got {ref_update!r}")
     if iterations < 1: raise ValueError(f'iterations must be >= 1, got {iterations}')
     if peft_config is None and not is_peft_model(policy): peft_config = get_peft_config(config)
@@ -136,13 +138,18 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
     if lora and ref_update == 'iteration':
         raise ValueError("ref_update='iteration' is not supported with a LoRA adapter: its reference is the base model with the "
                          "adapter disabled, which stays the initial policy; use ref_update='initial'")
+    if generator_factory is not None and vllm_args is not None and vllm_settings(vllm_args).use_vllm:
+        raise ValueError('pass generator_factory or vllm_args with use_vllm, not both: the vLLM engine is the generator')
     pair_config = pair_config or PairConfig()
+    main = process_info()[0] == 0                         # the main process writes the run's files; every process trains
     out = Path(config.output_dir); out.mkdir(parents=True, exist_ok=True)
     log_path = out/'iterations.jsonl'
     rows = {r['iteration']: r for r in iter_jsonl(log_path)} if log_path.exists() else {}
     done = [k for k in sorted(rows) if (out/f'iteration-{k}'/'model').exists()]
     initial = out/'iteration-0'/'model'                   # the initial policy: the reference of a resumed run
-    if not done and not (initial/'config.json').exists(): save_model(policy, tokenizer, initial)
+    wait_for_everyone()                                   # every process has seen the same finished iterations
+    if main and not done and not (initial/'config.json').exists(): save_model(policy, tokenizer, initial)
+    wait_for_everyone()
     if peft_config is not None:                           # one adapter for the whole run, on the caller's policy
         from transformers import set_seed
         set_seed(config.seed)
@@ -152,14 +159,30 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
     elif done: ref = load_reference_model(initial)
     else: ref = load_reference_model(policy)
     if done: _load_weights(policy, out/f'iteration-{done[-1]}'/'model')
-    factory = generator_factory or (lambda m, t: HFGenerator(m, t, batch_size=generation_batch_size))
-    for k in range(len(done) + 1, iterations + 1):
+    todo = range(len(done) + 1, iterations + 1)
+    engine = None                                         # one engine for the whole run (a vLLM engine takes a while to start)
+    if generator_factory is None and todo:
+        engine = rollout_generator(vllm_settings(vllm_args), policy, tokenizer, batch_size=generation_batch_size)
+        # a server may hold any weights (another run's, a resumed run's older ones): give it this policy's first, as RAFT and RL do
+        if isinstance(engine, VLLMServerGenerator): sync_weights(engine, policy, step=0)
+    try: _online_iterations(policy, tokenizer, queries, config, todo, iterations, engine, generator_factory, pair_config,
+                            principles, ref, ref_update, out, rows, main)
+    finally:
+        if engine is not None: engine.close()
+    return [rows[k] for k in sorted(rows) if k <= iterations]
+
+def _online_iterations(policy, tokenizer, queries, config, todo, iterations, engine, factory, pair_config, principles, ref,
+                       ref_update, out, rows, main):
+    "The iterations still to do: pairs (from `engine`, or a generator of `factory` each), training, saving, syncing the engine."
+    log_path = out/'iterations.jsonl'
+    for k in todo:
         it_dir = out/f'iteration-{k}'
-        gen = factory(policy, tokenizer)
+        gen = engine if engine is not None else factory(policy, tokenizer)
         try:
             pcfg = pair_config.replace(sampling_seed=pair_config.sampling_seed + k - 1)
             stats = principle_pairs(queries, gen, it_dir/'pairs.jsonl', principles, pcfg, model=policy, tokenizer=tokenizer)
-        finally: gen.close()
+        finally:
+            if engine is None: gen.close()
         if stats['kept'] == 0:
             warnings.warn(f'SSO online iteration {k}: all {stats["queries"]} queries were dropped (duplicates or filter); '
                           'no training this iteration, the policy goes on unchanged')
@@ -167,7 +190,12 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
         else:
             if ref_update == 'iteration': ref = load_reference_model(policy)
             train_stats = _train_iteration(policy, tokenizer, it_dir/'pairs.jsonl', config, ref, it_dir/'train')
-        save_model(policy, tokenizer, it_dir/'model')
-        rows[k] = {'iteration': k, **stats, **train_stats}
-        with JsonlWriter(log_path) as w: w.write(rows[k])
-    return [rows[k] for k in sorted(rows) if k <= iterations]
+        sync = {}
+        if engine is not None and not isinstance(engine, HFGenerator) and k < iterations and train_stats['steps']:
+            # the next iteration samples with the new weights (merged LoRA); a server is checked to generate with them
+            sync = {f'vllm_{n}': v for n, v in sync_weights(engine, policy, step=k).items()}
+        rows[k] = {'iteration': k, **stats, **train_stats, **sync}
+        if main:
+            save_model(policy, tokenizer, it_dir/'model')
+            with JsonlWriter(log_path) as w: w.write(rows[k])
+        wait_for_everyone()                               # no process starts the next iteration before it is saved

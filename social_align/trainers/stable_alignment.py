@@ -14,7 +14,7 @@ from torch import nn, Tensor
 from transformers.trainer_utils import IntervalStrategy
 
 from ..data import Schema, check_number, get_schema
-from ..logprobs import make_batch, forward_logprobs
+from ..logprobs import make_batch, forward_logprobs, is_packed, unpad, pack_sequences
 from ..losses.stable_alignment import stable_alignment_loss_from_logps
 from .base import AlignmentConfig, AlignmentTrainer, as_dataset, tokenize_dataset
 
@@ -85,14 +85,16 @@ class RankedCollator:
     def __init__(self,
                  pad_token_id:int,                  # id used for padding
                  padding_side:str='right',          # 'left' or 'right'
-                 pad_to_multiple_of:int|None=None): # round the padded length up
+                 pad_to_multiple_of:int|None=None, # round the padded length up
+                 padding_free:bool=False):          # pack the responses into one row instead (see `logprobs.pack_sequences`)
         self.pad_token_id, self.padding_side, self.pad_to_multiple_of = pad_token_id, padding_side, pad_to_multiple_of
+        self.padding_free = padding_free
 
     def __call__(self, features:list[dict])->dict[str, Tensor]:
         if not features: raise ValueError('cannot collate an empty list of features')
         ids = [x for f in features for x in f['responses_input_ids']]
         rms = [x for f in features for x in f['responses_response_mask']]
-        batch = make_batch(ids, rms, self.pad_token_id, self.padding_side, self.pad_to_multiple_of)
+        batch = make_batch(ids, rms, self.pad_token_id, self.padding_side, self.pad_to_multiple_of, padding_free=self.padding_free)
         counts = [len(f['scores']) for f in features]
         scores = torch.ones(len(features), max(counts))
         valid = torch.zeros(len(features), max(counts), dtype=torch.bool)
@@ -135,7 +137,7 @@ class StableAlignmentTrainer(AlignmentTrainer):
         return {'row_index': rec.get('row_index', 0), 'responses_input_ids': ids, 'responses_response_mask': masks, 'scores': scores}
 
     def make_collator(self, tokenizer, args:StableAlignmentConfig):
-        return RankedCollator(tokenizer.pad_token_id, args.padding_side)
+        return RankedCollator(tokenizer.pad_token_id, args.padding_side, padding_free=args.padding_free)
 
     # -- the step ----------------------------------------------------------------------------------------------
     def sample_batch(self, inputs:dict[str, Tensor], step:int|None)->dict[str, Tensor]:
@@ -145,10 +147,15 @@ class StableAlignmentTrainer(AlignmentTrainer):
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         picks = [sample_response_indices(n, self.args.num_comp, seed, r, step) for n, r in zip(counts, rows)]
         starts = [0, *accumulate(counts)][:-1]
-        index = torch.tensor([s + i for s, p in zip(starts, picks) for i in p], device=inputs['input_ids'].device)
-        batch = {k: inputs[k].index_select(0, index) for k in ('input_ids', 'attention_mask', 'position_ids', 'response_mask') if k in inputs}
-        keep = batch['attention_mask'].bool().any(0)              # drop the columns only unsampled responses needed
-        if not keep.all(): batch = {k: v[:, keep] for k, v in batch.items()}
+        flat = [s + i for s, p in zip(starts, picks) for i in p]
+        if is_packed(inputs):                                     # packed: repack the sampled responses
+            ids, rms = unpad(inputs)
+            batch = pack_sequences([ids[j] for j in flat], [rms[j] for j in flat], row_length='longest')
+        else:
+            index = torch.tensor(flat, device=inputs['input_ids'].device)
+            batch = {k: inputs[k].index_select(0, index) for k in ('input_ids', 'attention_mask', 'position_ids', 'response_mask') if k in inputs}
+            keep = batch['attention_mask'].bool().any(0)          # drop the columns only unsampled responses needed
+            if not keep.all(): batch = {k: v[:, keep] for k, v in batch.items()}
         k = max(map(len, picks))
         ratings, sel_valid = scores.new_ones(len(picks), k), valid.new_zeros(len(picks), k)
         for q, p in enumerate(picks):
