@@ -4,7 +4,8 @@ import os
 import pytest
 
 VLLM_TINY = dict(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128)   # vLLM's CPU attention wants head size >= 32
-VLLM_LONG = 4096   # the served context: room for a rollout long enough to keep the server busy
+VLLM_LONG = 16384  # the served context: room for a rollout long enough to keep the server busy past a sync's timeout, even on
+                   # a machine fast enough to decode 4 x 4k tokens of the tiny model in a few seconds
 
 
 @pytest.fixture(scope='session')

@@ -125,7 +125,9 @@ def test_a_sync_that_cannot_finish_fails_in_time(server):
     with pytest.raises(WeightSyncError) as e: sync_weights(gen, policy, step=7)
     took = time.monotonic() - t0
     msg = str(e.value)
-    assert took < 2.0 + 5.0 + 3.0, took            # cut at the deadline, plus the best-effort /resume (given 5 s), plus slack on a loaded machine
+    # cut at the deadline (or at the end of a save that ran past it: local work, not the server's), plus the best-effort
+    # /resume (given 5 s), plus slack for a starved machine: far sooner than the busy request would let a pause finish
+    assert took < max(2.0, gen.save_s) + 5.0 + 5.0, (took, gen.save_s)
     assert all(s in msg for s in (f'step 7: weight sync to the vLLM server at {url} stalled', 'vllm_sync_timeout=2.0 s')), msg
     # what stalled is named: the pause (waiting for the busy request) or, where the busy server starves the trainer's CPU, the save before it
     assert 'pausing generation (/pause)' in msg or 'saving the weights' in msg, msg

@@ -248,6 +248,7 @@ class VLLMServerGenerator(OpenAIGenerator):
         import httpx
         self._ctl = httpx.Client()                     # the sync's control requests: plain timeouts, cut at the sync's deadline
         self.sync_timeout, self.weights_dir, self._own_dir = sync_timeout, weights_dir, weights_dir is None
+        self.save_s = 0.0                              # seconds the last sync's save of the weights took
         self.check_tokenizer(policy)
 
     def check_tokenizer(self, policy=None):
@@ -300,8 +301,10 @@ def _control(self:VLLMServerGenerator, path:str, deadline:float, what:str, **kwa
 def _push(self:VLLMServerGenerator, policy:nn.Module, deadline:float)->int:
     "The main process's part: save the weights, pause the server, reload them, reset its prefix cache, resume. Bytes saved."
     if self.weights_dir is None: self.weights_dir = tempfile.mkdtemp(prefix='vllm-sync-')
+    t0 = time.monotonic()
     n = save_policy_weights(policy, self.tokenizer, self.weights_dir)
-    if time.monotonic() > deadline: raise _Stall(f'saving the weights to {self.weights_dir}')
+    self.save_s = time.monotonic() - t0   # local work the deadline cannot cut: a starved trainer's save may itself run past it
+    if time.monotonic() > deadline: raise _Stall(f'saving the weights to {self.weights_dir} (took {self.save_s:.1f} s)')
     try:
         self._control('/pause', deadline, 'pausing generation (/pause)', params=dict(mode='wait'))
         left = max(deadline - time.monotonic(), 0.1)
