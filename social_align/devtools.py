@@ -14,14 +14,15 @@ from nbdev.showdoc import BasicMarkdownRenderer
 from .browser import find_chromium, serve_folder, chromium_dom, page_report
 
 # %% auto #0
-__all__ = ['EXECUTED_DIR', 'TRAINING_ARGUMENTS_URL', 'DOC_SECTIONS', 'GUIDE_PAGES', 'MATHJAX_FILE', 'DOCS_BROWSER_CHECKS',
-           'CheckResult', 'summary_line', 'project_root', 'notebook_files', 'run_notebook_tests', 'check_unchanged_by',
-           'check_notebooks_clean', 'check_library_in_sync', 'parse_junit', 'run_pytest', 'api_names', 'add_api_docs',
-           'exec_api_docs', 'docs_procs', 'own_config_fields', 'ApiDocRenderer', 'notebook_section', 'sidebar_contents',
-           'write_sidebar', 'mathjax_source', 'copy_mathjax', 'add_executed_outputs', 'process_notebooks',
-           'notebooks_without_outputs', 'render_notebook_html', 'render_site_fallback', 'build_docs', 'readme_text',
-           'write_readme', 'readme_python_blocks', 'check_readme_examples', 'check_site_in_browser', 'check_publishing',
-           'check_docs', 'run_checks']
+__all__ = ['EXECUTED_DIR', 'MODULE_LAYERS', 'TRAINING_ARGUMENTS_URL', 'DOC_SECTIONS', 'GUIDE_PAGES', 'MATHJAX_FILE',
+           'DOCS_BROWSER_CHECKS', 'CheckResult', 'summary_line', 'project_root', 'notebook_files', 'run_notebook_tests',
+           'check_unchanged_by', 'check_notebooks_clean', 'check_library_in_sync', 'module_layer', 'layer_violations',
+           'check_layers', 'parse_junit', 'run_pytest', 'api_names', 'add_api_docs', 'exec_api_docs', 'docs_procs',
+           'own_config_fields', 'ApiDocRenderer', 'notebook_section', 'sidebar_contents', 'write_sidebar',
+           'mathjax_source', 'copy_mathjax', 'add_executed_outputs', 'process_notebooks', 'notebooks_without_outputs',
+           'render_notebook_html', 'render_site_fallback', 'build_docs', 'readme_text', 'write_readme',
+           'readme_python_blocks', 'check_readme_examples', 'check_site_in_browser', 'check_publishing', 'check_docs',
+           'run_checks']
 
 # %% ../nbs/90_devtools.ipynb #3dc3ec16
 @dataclass
@@ -147,6 +148,53 @@ def check_notebooks_clean(root:Path)->CheckResult:
 def check_library_in_sync(root:Path)->CheckResult:
     "`nbdev_export` leaves the library as it is."
     return check_unchanged_by('library in sync (nbdev_export)', ['nbdev_export'], 'social_align/**/*.py', root)
+
+# %% ../nbs/90_devtools.ipynb #bdfa489c
+MODULE_LAYERS = [('foundations', ('core', 'models', 'data', 'tokenization', 'logprobs', 'toyworld', 'browser')),
+                 ('generation', ('generation', 'sandbox', 'sandbox_data', 'synthetic_feedback', 'principles', 'society_corpus')),
+                 ('losses', ('losses',)), ('trainers', ('trainers',)),
+                 ('pipelines', ('evaluation', 'report', 'quickstart', 'experiments', 'experiment_*')), ('tools', ('devtools', 'cli'))]
+
+def module_layer(module:str # a module of the package, relative to it, e.g. 'trainers.dpo'
+                )->int|None:
+    "Index into `MODULE_LAYERS` of the layer `module` belongs to (None: not in any, e.g. `_modidx`)."
+    top = module.split('.')[0]
+    return next((i for i, (_, mods) in enumerate(MODULE_LAYERS)
+                 for m in mods if top == m or (m.endswith('*') and top.startswith(m[:-1]))), None)
+
+# %% ../nbs/90_devtools.ipynb #eeff6dca
+def _imported_modules(tree:ast.AST, module:str, package:str)->list[tuple[int, str]]:
+    "`(line, module)` of each import of the package's own modules in `module`'s parsed source (relative imports resolved)."
+    here, out = module.split('.')[:-1], []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level: parts = here[:len(here) - node.level + 1] + ([node.module] if node.module else [])
+            elif (node.module or '').split('.')[0] == package: parts = node.module.split('.')[1:]
+            else: continue
+            names = ['.'.join(parts)] if node.module and parts else ['.'.join(parts + [a.name]) for a in node.names]   # `from . import x`: x
+            out += [(node.lineno, n) for n in names]
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name.split('.', 1)[1]) for a in node.names if a.name.startswith(package + '.')]
+    return out
+
+def layer_violations(root:Path, package:str='social_align')->list[str]:
+    "Every import of a module from a higher layer, as `file:line: module (layer) imports module (layer)`."
+    out, pkg = [], root/package
+    for p in sorted(pkg.rglob('*.py')):
+        rel = p.relative_to(pkg).with_suffix('')
+        module = '.'.join(rel.parts[:-1] if rel.name == '__init__' else rel.parts)
+        me = module_layer(module) if module else None
+        if me is None: continue
+        for line, target in _imported_modules(ast.parse(p.read_text()), module if rel.name != '__init__' else module + '.__init__', package):
+            t = module_layer(target)
+            if t is not None and t > me:
+                out.append(f'{p.relative_to(root)}:{line}: {module} ({MODULE_LAYERS[me][0]}) imports {target} ({MODULE_LAYERS[t][0]})')
+    return out
+
+def check_layers(root:Path)->CheckResult:
+    "No module imports one of a higher layer."
+    t0 = time.time(); bad = layer_violations(root)
+    return CheckResult('layers (no upward import)', not bad, time.time() - t0, '; '.join(bad[:20]))
 
 # %% ../nbs/90_devtools.ipynb #968d9909
 def parse_junit(path:str|Path)->list[CheckResult]:
@@ -691,7 +739,7 @@ def run_checks(root:Path|None=None,   # project root (default: found from the cu
               )->list[CheckResult]:
     "Run every check of the project, print one line per check and the summary line last."
     root = Path(root or project_root())
-    res = [check_notebooks_clean(root), check_library_in_sync(root)]
+    res = [check_notebooks_clean(root), check_library_in_sync(root), check_layers(root)]
     for r in res: print(f"{'PASS' if r.passed else 'FAIL'} {r.name} {r.detail}", flush=True)
     files = None if not notebooks else [p for n in notebooks for p in sorted((root/'nbs').glob(n))]
     res += run_notebook_tests(root, files, flags=flags, n_workers=n_workers, timeout=timeout)

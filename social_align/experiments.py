@@ -144,7 +144,7 @@ def trained_steps(model_dir:Path # a stage's output (its `trainer_state.json`)
 # %% ../nbs/81_experiments.ipynb #529c5bd0
 EXPERIMENTS: dict[str, Experiment] = {}
 EXPERIMENT_MODULES = ('social_align.experiment_raft', 'social_align.experiment_lmflow', 'social_align.experiment_stable_alignment',
-                      'social_align.experiment_sso')
+                      'social_align.experiment_sso', 'social_align.experiment_almost')
 
 def register_experiment(exp:Experiment)->Experiment:
     "Make `exp` available to `run_experiment` and the command line by its name."

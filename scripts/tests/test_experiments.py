@@ -97,3 +97,35 @@ def test_sso_ablation_reduced(home, tmp_path):
         for v in ('sso', 'no_w', 'no_g', 'no_wg'):
             assert 0 <= m[f'{v}_kept_it2'] <= 1, m
             assert m[f'{v}_kept_it1'] > 0, m      # pairs kept (the reduced run has no filter): W and G are trained
+
+@pytest.fixture(scope='module')
+def almost_run(home, tmp_path_factory):
+    "The almost reduced run: its seed folders also hold the base, comparisons and reward model almost_rmsp starts from."
+    out = tmp_path_factory.mktemp('almost')/'almost'
+    _experiment(home, 'almost', '--seeds', '2', '--reduced', '--output_dir', str(out))
+    return out
+
+def test_almost_reduced(almost_run):
+    s = _check(almost_run, 'almost', ['min_factor_margin', 'acc_shots', 'acc_demos', 'acc_size', 'rm_acc'])
+    for r in s['per_seed']:
+        m = r['measures']
+        assert abs(m['min_factor_margin'] - (min(m['acc_shots'], m['acc_demos'], m['acc_size']) - 0.5)) < 1e-9
+        assert all(0 <= m[k] <= 1 for k in ('acc_shots', 'acc_demos', 'acc_size', 'decided_shots', 'rm_acc', 'strict_small_demo3')), m
+        assert m['comparisons_shots'] > 0 and m['comparisons_demos'] > 0 and m['rm_steps'] >= 2, m
+    for f in ('demo3', 'zero_shot', 'bad_demo3', 'small_demo3'): assert (almost_run/'seed-0'/'almost'/'rg'/f'{f}.jsonl').stat().st_size > 0, f
+
+def test_almost_rmsp_reduced(home, almost_run, tmp_path):
+    out = tmp_path/'almost_rmsp'
+    for seed in (0, 1):   # the base, comparisons and reward model, resumed from the almost run's seed folders
+        src, dst = almost_run/f'seed-{seed}', out/f'seed-{seed}'
+        dst.mkdir(parents=True)
+        for stage in ('base', 'almost', 'rm'):
+            shutil.copy(src/f'stage_{stage}.json', dst); shutil.copytree(src/stage, dst/stage)
+    log = _experiment(home, 'almost_rmsp', '--seeds', '2', '--reduced', '--output_dir', str(out))
+    assert 'almost_rmsp seed 1: ' in log
+    s = _check(out, 'almost_rmsp', ['rmsp_minus_plain', 'strict_rmsp', 'strict_plain', 'demo_reward_rmsp'])
+    for r in s['per_seed']:
+        m = r['measures']
+        assert abs(m['rmsp_minus_plain'] - (m['strict_rmsp'] - m['strict_plain'])) < 1e-9
+        assert m['dialogues_rmsp'] == m['dialogues_plain'] > 0 and m['demo_reward_rmsp'] >= m['demo_reward_plain'], m   # the RM's pick scores highest
+        assert m['sft_steps_rmsp'] == m['sft_steps_plain'] >= 8, m
