@@ -23,6 +23,8 @@ def _parser()->argparse.ArgumentParser:
     e = sub.add_parser('experiment', help="run (or resume) a paper's claim in miniature: seeds, mean ± 95%% CI, a verdict")
     e.add_argument('name', nargs='?', help='the experiment (see --list)')
     e.add_argument('--list', action='store_true', help='list the experiments and their claims')
+    e.add_argument('--claims', nargs='*', metavar='DIR', default=None,
+                   help='print the claims table (Markdown) of the runs under DIR (summary.json files or their folders; default runs/experiments)')
     e.add_argument('--seeds', type=int, default=5, help='seeds 0 .. N-1 (a rerun adds the missing ones)')
     e.add_argument('--output_dir', '--output-dir', default=None, help='default runs/experiments/NAME (NAME-reduced with --reduced)')
     e.add_argument('--reduced', action='store_true', help='small settings, as the tests run them (too small for a verdict that means much)')
@@ -81,7 +83,13 @@ def main(argv:list[str]|None=None)->int:
         if args.list:
             for n in experiment_names(): print(f'{n}: {get_experiment(n).claim} (paper: {get_experiment(n).paper})')
             return 0
-        if not args.name: sys.exit('social-align experiment: error: give an experiment name, or --list')
+        if args.claims is not None:
+            from social_align.experiments import find_summaries, claims_table
+            found = find_summaries(args.claims or ['runs/experiments'])
+            if not found: sys.exit(f"social-align experiment: error: no summary.json under {' '.join(args.claims or ['runs/experiments'])}")
+            print(claims_table(found))
+            return 0
+        if not args.name: sys.exit('social-align experiment: error: give an experiment name, or --list or --claims')
         try: exp = get_experiment(args.name)
         except ValueError as e: sys.exit(f'social-align experiment: error: {e}')
         s = run_experiment(exp, seeds=args.seeds, output_dir=args.output_dir, reduced=args.reduced)

@@ -15,7 +15,8 @@ from .report import write_report, md_cell
 # %% auto #0
 __all__ = ['VERDICTS', 'EXPERIMENTS', 'EXPERIMENT_MODULES', 't_quantile', 'mean_ci', 'CIRule', 'Experiment', 'reduced_quickstart',
            'quickstart_seed', 'heldout_shares', 'trained_steps', 'register_experiment', 'experiment_names',
-           'get_experiment', 'plot_seeds', 'run_experiment', 'verdict_line', 'summarize', 'claims_table']
+           'get_experiment', 'plot_seeds', 'run_experiment', 'verdict_line', 'summarize', 'claims_table',
+           'find_summaries']
 
 # %% ../nbs/81_experiments.ipynb #8221225c
 def _t_cdf(x:float, df:float, n:int=2000)->float:
@@ -269,3 +270,17 @@ def claims_table(summaries:list[dict] # `run_experiment` summaries (or summary.j
         rows.append('| ' + ' | '.join(md_cell(x) for x in (s['name'] + (' (reduced)' if s.get('reduced') else ''),
                                                           s['claim'], s['paper'], ours, s['verdict'])) + ' |')
     return '\n'.join(rows)
+
+# %% ../nbs/81_experiments.ipynb #0f344c99
+def find_summaries(paths:list[str|Path] # summary.json files, experiment folders, or folders holding them
+                  )->list[dict]:
+    "The summaries found under `paths` (reduced runs left out where a full run of the same experiment is there), in registration order."
+    found = {}
+    for p in map(Path, paths):
+        files = [p] if p.is_file() else [p/'summary.json'] if (p/'summary.json').exists() else sorted(p.glob('*/summary.json'))
+        for f in files:
+            s = json.loads(f.read_text())
+            key = s['name']
+            if key not in found or (found[key].get('reduced') and not s.get('reduced')): found[key] = s
+    order = {n: i for i, n in enumerate(experiment_names())}
+    return sorted(found.values(), key=lambda s: (order.get(s['name'], len(order)), s['name']))
