@@ -58,7 +58,7 @@ def more_configurations(cfg:QuickstartConfig, out:Path, train_ids:list[int], sma
     from social_align.generation import HFGenerator
     rg, almost = out/'almost'/'rg', out/'almost'
     atomic_write_json(almost/'demos_bad.json', toy_bad_demonstrations(train_ids, cfg.seed))
-    small_cfg = dataclasses.replace(cfg, **small)
+    small_cfg = dataclasses.replace(cfg, **{'base_model': None, **small})   # pretrained here, even where the base was given
     small_base = base_policy(small_cfg, out/'small', train_ids)
     prompts = _question_texts(train_ids) * cfg.rg_repeats
     return {c.name: generate_responses(prompts, HFGenerator(c.model, batch_size=64), c, rg, _rg_config(cfg))
