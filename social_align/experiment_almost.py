@@ -10,10 +10,9 @@ from .core import read_jsonl, atomic_write_json
 from .toyworld import make_question, make_answer, situation_index, strict_judge, strict_shares
 from .synthetic_feedback import (RGConfiguration, RGConfig, RMSPConfig, generate_responses, build_comparisons,
                                              self_play)
-from .quickstart import (QuickstartConfig, PREAMBLE, base_policy, train_reward_model, _question_texts, _stage,
-                                     _args, _train)
+from .quickstart import QuickstartConfig, base_policy, train_reward_model, _question_texts, _stage
 from .experiments import (Experiment, CIRule, register_experiment, reduced_quickstart, quickstart_seed,
-                                      heldout_shares, trained_steps)
+                                      heldout_shares, trained_steps, sft_stage)
 
 # %% auto #0
 __all__ = ['FACTORS', 'ALMOST', 'ALMOST_RMSP', 'toy_bad_demonstrations', 'record_question', 'comparison_accuracy',
@@ -129,15 +128,8 @@ def plain_dialogues(rmsp:Path, # RMSP output with its candidates (`save_candidat
 
 def sft_on_dialogues(cfg:QuickstartConfig, base:Path, dialogues:Path, out_dir:Path, epochs:float, lr:float, min_steps:int)->Path:
     "SFT of the base on self-play dialogues (chat messages: the assistant turns learned), saved to `out_dir`."
-    from social_align.trainers.sft import SFTTrainer, SFTConfig
-    from social_align.models import load_tokenizer
-    data = [{'messages': r['messages']} for r in read_jsonl(dialogues)]
-    if not data: raise ValueError(f'{dialogues}: no dialogues to train SFT on')
-    steps = max(min_steps, math.ceil(epochs * math.ceil(len(data) / 16)))
-    args = _args(SFTConfig, out_dir, cfg, max_steps=steps, per_device_train_batch_size=16, learning_rate=lr,
-                 lr_scheduler_type='cosine', warmup_steps=0.05, logging_steps=1)
-    _train(SFTTrainer(str(base), args=args, train_dataset=data, processing_class=load_tokenizer(base)), 'SFT', cfg.progress, out_dir)
-    return out_dir
+    return sft_stage(cfg, base, [{'messages': r['messages']} for r in read_jsonl(dialogues)], out_dir, epochs, lr, min_steps, what=str(dialogues))
+
 
 # %% ../nbs/86_experiment_almost.ipynb #945803b3
 def dialogue_shares(dialogues:Path)->dict:

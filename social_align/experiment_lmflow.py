@@ -9,8 +9,9 @@ from pathlib import Path
 from .core import read_jsonl
 from .toyworld import (SITUATIONS, QUESTION_TEMPLATES, ALIGNED_OPENERS, ALIGNED_CLOSERS, MISALIGNED_OPENERS,
                                    MISALIGNED_CLOSERS, make_question)
-from .quickstart import (QuickstartConfig, train_reward_model, prompt_text, _stage, _args, _train)
-from .experiments import Experiment, CIRule, register_experiment, reduced_quickstart, quickstart_seed, trained_steps
+from .quickstart import QuickstartConfig, train_reward_model, prompt_text, _stage
+from .experiments import (Experiment, CIRule, register_experiment, reduced_quickstart, quickstart_seed, trained_steps,
+                                      sft_stage)
 
 # %% auto #0
 __all__ = ['LMFLOW', 'tone_swapped_pairs', 'sft_on_chosen', 'lmflow_seed']
@@ -34,15 +35,8 @@ def sft_on_chosen(cfg:QuickstartConfig, base:Path, comparisons:Path, out_dir:Pat
                   min_steps:int=0 # at least this many optimizer steps (epochs over a handful of comparisons can be one step)
                  )->Path:
     "SFT of the base on the chosen responses of the comparisons (prompt → chosen), saved to `out_dir`."
-    from social_align.trainers.sft import SFTTrainer, SFTConfig
-    from social_align.models import load_tokenizer
     data = [{'prompt': r['prompt'], 'completion': r['chosen']} for r in read_jsonl(comparisons)]
-    if not data: raise ValueError(f'{comparisons}: no comparisons to train SFT on')
-    steps = max(min_steps, math.ceil(epochs * math.ceil(len(data) / 16)))
-    args = _args(SFTConfig, out_dir, cfg, max_steps=steps, per_device_train_batch_size=16, learning_rate=lr,
-                 lr_scheduler_type='cosine', warmup_steps=0.05, logging_steps=1)
-    _train(SFTTrainer(str(base), args=args, train_dataset=data, processing_class=load_tokenizer(base)), 'SFT', cfg.progress, out_dir)
-    return out_dir
+    return sft_stage(cfg, base, data, out_dir, epochs, lr, min_steps, what=str(comparisons))
 
 
 # %% ../nbs/83_experiment_lmflow.ipynb #e8b7492b

@@ -14,7 +14,7 @@ from .report import write_report, md_cell
 
 # %% auto #0
 __all__ = ['VERDICTS', 'EXPERIMENTS', 'EXPERIMENT_MODULES', 't_quantile', 'mean_ci', 'CIRule', 'Experiment', 'reduced_quickstart',
-           'quickstart_seed', 'heldout_shares', 'trained_steps', 'register_experiment', 'experiment_names',
+           'quickstart_seed', 'heldout_shares', 'trained_steps', 'sft_stage', 'register_experiment', 'experiment_names',
            'get_experiment', 'plot_seeds', 'run_experiment', 'verdict_line', 'summarize', 'claims_table',
            'find_summaries']
 
@@ -141,6 +141,26 @@ def trained_steps(model_dir:Path # a stage's output (its `trainer_state.json`)
     st = json.loads((Path(model_dir)/'trainer_state.json').read_text())
     return {'steps': st['global_step'], 'max_lr': max([h['learning_rate'] for h in st['log_history'] if 'learning_rate' in h], default=0.0)}
 
+
+# %% ../nbs/81_experiments.ipynb #0e8a32c8
+def sft_stage(cfg,                 # the seed's `QuickstartConfig` (its seed, progress, ...)
+              base:Path,           # the model to start from
+              data:list[dict],     # SFT records: {prompt, completion} or {messages}
+              out_dir:Path,        # where the model goes
+              epochs:float, lr:float,
+              min_steps:int=0,     # at least this many optimizer steps
+              what:str='data'      # names `data` in the error when it is empty
+             )->Path:
+    "SFT of `base` on `data` (the response or assistant turns learned; cosine schedule, batch 16), saved to `out_dir`."
+    from social_align.trainers.sft import SFTTrainer, SFTConfig
+    from social_align.models import load_tokenizer
+    from social_align.quickstart import _args, _train
+    if not data: raise ValueError(f'{what}: no records to train SFT on')
+    steps = max(min_steps, math.ceil(epochs * math.ceil(len(data) / 16)))
+    args = _args(SFTConfig, out_dir, cfg, max_steps=steps, per_device_train_batch_size=16, learning_rate=lr,
+                 lr_scheduler_type='cosine', warmup_steps=0.05, logging_steps=1)
+    _train(SFTTrainer(str(base), args=args, train_dataset=data, processing_class=load_tokenizer(base)), 'SFT', cfg.progress, out_dir)
+    return out_dir
 
 # %% ../nbs/81_experiments.ipynb #529c5bd0
 EXPERIMENTS: dict[str, Experiment] = {}

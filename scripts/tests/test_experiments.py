@@ -25,6 +25,21 @@ def _check(out, name, measures):
     assert f'Experiment: {name}' in (out/'report.html').read_text()
     return s
 
+def reduced_run(home, tmp_path_factory, name):
+    "The folder of a 2-seed reduced run of experiment `name`, for a module fixture that later tests read and resume from."
+    out = tmp_path_factory.mktemp(name)/name
+    _experiment(home, name, '--seeds', '2', '--reduced', '--output_dir', str(out))
+    return out
+
+def copy_stages(run, out, stages, seeds=(0, 1)):
+    "Copy finished stages (their markers and folders) of `run`'s seed folders into `out`'s, so that a second experiment resumes from them."
+    for seed in seeds:
+        src, dst = run/f'seed-{seed}', out/f'seed-{seed}'
+        dst.mkdir(parents=True)
+        for stage in stages:
+            shutil.copy(src/f'stage_{stage}.json', dst)
+            if (src/stage).is_dir(): shutil.copytree(src/stage, dst/stage)
+
 def test_lmflow_reduced(home, tmp_path):
     out = tmp_path/'lmflow'
     log = _experiment(home, 'lmflow', '--seeds', '2', '--reduced', '--output_dir', str(out))
@@ -49,9 +64,7 @@ def test_raft_reduced(home, tmp_path):
 @pytest.fixture(scope='module')
 def stable_alignment_run(home, tmp_path_factory):
     "The stable_alignment reduced run: its seed folders also hold the one-model stages of the society comparison."
-    out = tmp_path_factory.mktemp('sa')/'stable_alignment'
-    _experiment(home, 'stable_alignment', '--seeds', '2', '--reduced', '--output_dir', str(out))
-    return out
+    return reduced_run(home, tmp_path_factory, 'stable_alignment')
 
 def test_stable_alignment_reduced(stable_alignment_run):
     s = _check(stable_alignment_run, 'stable_alignment', ['sa_minus_sft_best', 'strict_base', 'strict_sft_best', 'unclassified_stable_alignment'])
@@ -65,12 +78,7 @@ SHARED_STAGES = ('base', 'sandbox', 'stable_alignment', 'eval_base', 'eval_stabl
 
 def test_stable_alignment_society_reduced(home, stable_alignment_run, tmp_path):
     out = tmp_path/'society'
-    for seed in (0, 1):   # the stages the two experiments share, resumed from the stable_alignment run's seed folders
-        src, dst = stable_alignment_run/f'seed-{seed}', out/f'seed-{seed}'
-        dst.mkdir(parents=True)
-        for stage in SHARED_STAGES:
-            shutil.copy(src/f'stage_{stage}.json', dst)
-            if (src/stage).is_dir(): shutil.copytree(src/stage, dst/stage)
+    copy_stages(stable_alignment_run, out, SHARED_STAGES)   # the stages the two experiments share, resumed from the first run
     _experiment(home, 'stable_alignment_society', '--seeds', '2', '--reduced', '--output_dir', str(out))
     s = _check(out, 'stable_alignment_society', ['mixed_minus_one_model', 'strict_mixed', 'unclassified_mixed', 'drafts_strict_aligned_agents'])
     first = json.loads((stable_alignment_run/'summary.json').read_text())['per_seed']
@@ -101,9 +109,7 @@ def test_sso_ablation_reduced(home, tmp_path):
 @pytest.fixture(scope='module')
 def almost_run(home, tmp_path_factory):
     "The almost reduced run: its seed folders also hold the base, comparisons and reward model almost_rmsp starts from."
-    out = tmp_path_factory.mktemp('almost')/'almost'
-    _experiment(home, 'almost', '--seeds', '2', '--reduced', '--output_dir', str(out))
-    return out
+    return reduced_run(home, tmp_path_factory, 'almost')
 
 def test_almost_reduced(almost_run):
     s = _check(almost_run, 'almost', ['min_factor_margin', 'acc_shots', 'acc_demos', 'acc_size', 'rm_acc'])
@@ -116,11 +122,7 @@ def test_almost_reduced(almost_run):
 
 def test_almost_rmsp_reduced(home, almost_run, tmp_path):
     out = tmp_path/'almost_rmsp'
-    for seed in (0, 1):   # the base, comparisons and reward model, resumed from the almost run's seed folders
-        src, dst = almost_run/f'seed-{seed}', out/f'seed-{seed}'
-        dst.mkdir(parents=True)
-        for stage in ('base', 'almost', 'rm'):
-            shutil.copy(src/f'stage_{stage}.json', dst); shutil.copytree(src/stage, dst/stage)
+    copy_stages(almost_run, out, ('base', 'almost', 'rm'))   # the base, comparisons and reward model, resumed from the almost run
     log = _experiment(home, 'almost_rmsp', '--seeds', '2', '--reduced', '--output_dir', str(out))
     assert 'almost_rmsp seed 1: ' in log
     s = _check(out, 'almost_rmsp', ['rmsp_minus_plain', 'strict_rmsp', 'strict_plain', 'demo_reward_rmsp'])
