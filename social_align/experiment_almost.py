@@ -79,8 +79,8 @@ def almost_seed(seed:int, seed_dir:Path, settings:dict)->dict:
     _stage(out, 'more_rg', lambda: more_configurations(cfg, out, train_ids, settings['small']))
     rg, m = out/'almost'/'rg', {}
     for f, (hi, lo) in FACTORS.items():
-        _, stats = build_comparisons(rg, [[hi], [lo]], out/'almost'/f'comparisons_{f}.jsonl')
-        acc = comparison_accuracy(list(read_jsonl(out/'almost'/f'comparisons_{f}.jsonl')))
+        comparisons, _ = build_comparisons(rg, [[hi], [lo]], out/'almost'/f'comparisons_{f}.jsonl')   # also written, to look at
+        acc = comparison_accuracy(comparisons.to_list())
         m |= {f'acc_{f}': acc['accuracy'], f'decided_{f}': acc['decided'], f'comparisons_{f}': acc['comparisons']}
     m['min_factor_margin'] = min(m[f'acc_{f}'] for f in FACTORS) - 0.5
     m |= {f'strict_{k}': v for k, v in rg_strict_shares(rg, ['demo3', 'zero_shot', 'bad_demo3', 'small_demo3']).items()}
