@@ -205,4 +205,7 @@ def main(argv=None):
     print(text)
 
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()
+    from social_align.core import finish_processes
+    finish_processes()   # every process waits for the others, then leaves the launch's process group

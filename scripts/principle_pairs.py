@@ -57,4 +57,7 @@ def main(argv=None):
     finally: gen.close()
     if process_info()[0] == 0: print(json.dumps(stats))
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()
+    from social_align.core import finish_processes
+    finish_processes()   # every process waits for the others, then leaves the launch's process group

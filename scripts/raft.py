@@ -98,4 +98,7 @@ def main(argv=None):
     print(f'{len(results)} iterations in {config.output_dir}/iterations.jsonl; final policy in {where}')
 
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()
+    from social_align.core import finish_processes
+    finish_processes()   # every process waits for the others, then leaves the launch's process group

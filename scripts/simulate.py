@@ -206,4 +206,7 @@ def main(argv=None):
     if rank == 0: print(f'records: {path}')
 
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()
+    from social_align.core import finish_processes
+    finish_processes()   # every process waits for the others, then leaves the launch's process group

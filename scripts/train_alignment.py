@@ -30,4 +30,7 @@ def main(argv=None):
         print(f'stable alignment: {trainer.state.global_step} optimizer steps on {trainer.args.world_size} process(es), '
               f'{trainer.args.per_device_train_batch_size} queries per device per micro-batch; model saved to {config.output_dir}')
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()
+    from social_align.core import finish_processes
+    finish_processes()   # every process waits for the others, then leaves the launch's process group

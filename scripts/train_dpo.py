@@ -43,4 +43,7 @@ def main(argv=None):
               f'{trainer.args.world_size} process(es); model saved to {config.output_dir}')
 
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()
+    from social_align.core import finish_processes
+    finish_processes()   # every process waits for the others, then leaves the launch's process group

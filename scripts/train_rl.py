@@ -73,4 +73,7 @@ def main(argv=None):
                   f'kl {last.get("kl")}; model saved to {config.output_dir}')
     finally: trainer.close()       # last: shutting a vLLM engine down also ends the processes' process group
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()
+    from social_align.core import finish_processes
+    finish_processes()   # every process waits for the others, then leaves the launch's process group

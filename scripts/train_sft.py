@@ -25,4 +25,7 @@ def main(argv=None):
     try: run_training(SFTTrainer, script_args, config)
     except DataError as e: sys.exit(f'train_sft.py: error: bad data: {e}')
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()
+    from social_align.core import finish_processes
+    finish_processes()   # every process waits for the others, then leaves the launch's process group

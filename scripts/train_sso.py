@@ -76,4 +76,7 @@ def main(argv=None):
     save_model(policy, tok, config.output_dir)                        # the final policy, at the top of output_dir
     for r in rows: print(json.dumps({k: r[k] for k in ('iteration', 'queries', 'scored', 'kept', 'loss', 'w', 'steps')}))
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()
+    from social_align.core import finish_processes
+    finish_processes()   # every process waits for the others, then leaves the launch's process group

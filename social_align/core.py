@@ -17,9 +17,9 @@ from fastcore.basics import listify
 __all__ = ['RESUME_SETTINGS', 'DataError', 'seed_everything', 'available_devices', 'get_device', 'atomic_write_text',
            'atomic_write_json', 'input_file', 'read_json', 'iter_jsonl', 'read_jsonl', 'repair_torn_tail',
            'JsonlWriter', 'write_jsonl', 'done_keys', 'distributed_state', 'process_info', 'wait_for_everyone',
-           'sum_over_processes', 'from_main_process', 'shard_path', 'shard_files', 'merge_shards', 'ShardedOutput',
-           'ResumeSettingsError', 'check_resume_settings', 'Config', 'help_field', 'mean_or_none', 'pyplot',
-           'finish_figure']
+           'finish_processes', 'sum_over_processes', 'from_main_process', 'shard_path', 'shard_files', 'merge_shards',
+           'ShardedOutput', 'ResumeSettingsError', 'check_resume_settings', 'Config', 'help_field', 'mean_or_none',
+           'pyplot', 'finish_figure']
 
 # %% ../nbs/00_core.ipynb #dbed00e9
 class DataError(ValueError):
@@ -212,6 +212,14 @@ def process_info()->tuple[int, int]:
 def wait_for_everyone():
     "A barrier across the launch's processes; nothing in a single process."
     if _distributed(): distributed_state().wait_for_everyone()
+
+# %% ../nbs/00_core.ipynb #421ca4c7
+def finish_processes():
+    "The end of a launch: wait for every process, then leave the process group (torch's `destroy_process_group`); nothing in one process."
+    import torch.distributed as dist
+    if not (_distributed() and dist.is_available() and dist.is_initialized()): return
+    dist.barrier()
+    dist.destroy_process_group()
 
 # %% ../nbs/00_core.ipynb #de9ca0a5
 def sum_over_processes(n:int)->int:

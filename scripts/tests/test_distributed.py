@@ -1,5 +1,6 @@
 """FSDP and DeepSpeed configs: fsdp.yaml wraps by the model's own `_no_split_modules` (Llama, Qwen2, GPT-2), and a real
-2-process DeepSpeed ZeRO-3 run of scripts/train_sft.py on CPU (skipped when deepspeed is not installed)."""
+2-process DeepSpeed ZeRO-3 run of scripts/train_sft.py on CPU (skipped when deepspeed is not installed), and the
+end of a launch (`core.finish_processes`: every process leaves the group together)."""
 import importlib.util, json, os, subprocess, sys
 from pathlib import Path
 import pytest
@@ -61,3 +62,26 @@ def test_deepspeed_zero3_two_cpu_processes(tmp_path):
     assert sorted(trained) == sorted(start) and all(trained[k].shape == start[k].shape for k in start)   # full, not partitions
     assert any((trained[k].float() - start[k]).abs().max() > 1e-4 for k in start)
     AutoModelForCausalLM.from_pretrained(out)
+
+END_OF_LAUNCH = '''
+import json, sys, time
+import torch.distributed as dist
+from social_align.core import process_info, sum_over_processes, finish_processes
+rank, world = process_info()
+assert sum_over_processes(1) == world == 2        # the group is up
+if rank == 0: time.sleep(3)                      # the main process still works (saves a model, say) after the other is done
+finish_processes()
+print(json.dumps({'rank': rank, 'left': time.time(), 'group': dist.is_initialized()}), flush=True)
+'''
+
+def test_finish_processes_ends_a_launch_together(tmp_path):
+    "A real 2-process launch: the process done first waits at `finish_processes` for the main one, then both leave the group and exit 0."
+    script = tmp_path/'end.py'; script.write_text(END_OF_LAUNCH)
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    t0 = __import__('time').time()
+    r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(CONFIGS/'cpu.yaml'),
+                        '--num_processes', '2', str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {o['rank']: o for o in map(json.loads, [l for l in r.stdout.splitlines() if l.startswith('{')])}
+    assert set(rows) == {0, 1} and not any(o['group'] for o in rows.values()), rows   # both left the group
+    assert rows[1]['left'] - t0 >= 3 and abs(rows[1]['left'] - rows[0]['left']) < 2, rows   # rank 1 left with rank 0, not 3 s before
