@@ -448,11 +448,10 @@ def notebooks_without_outputs(root:Path)->list[Path]:
 _QUARTO_ATTRS = re.compile(r'\{(?:target=|style=|\.[A-Za-z])[^}\n]*\}')   # pandoc link/heading attributes, e.g. {target="_blank"}
 
 def _md2html(md:str, inline:bool=False)->str:
-    "Markdown to HTML as the site shows it; `$...$` and `$$...$$` become math for MathJax; `inline`: no `<p>` around."
-    import mistune
-    md = _QUARTO_ATTRS.sub('', md)
-    out = mistune.create_markdown(escape=False, plugins=['table', 'strikethrough', 'url', 'math'])(md)
-    if inline and out.startswith('<p>') and out.rstrip().endswith('</p>') and out.count('<p>') == 1: out = out.strip()[3:-4]
+    "Markdown to HTML as nbconvert renders a notebook's markdown (math left for MathJax); `inline`: no `<p>` around."
+    from nbconvert.filters import markdown2html
+    out = markdown2html(_QUARTO_ATTRS.sub('', md)).strip()
+    if inline and out.startswith('<p>') and out.endswith('</p>') and out.count('<p>') == 1: out = out[3:-4]
     return out
 
 def _front_matter(nb:dict)->dict:
@@ -472,25 +471,29 @@ def _directive_lines(src:str)->tuple[dict, str]:
         opts[k.strip()] = v.strip()
     return opts, '\n'.join(lines)
 
-def _highlight(code:str)->str:
-    from pygments import highlight
-    from pygments.lexers import PythonLexer
-    from pygments.formatters import HtmlFormatter
-    return highlight(code, PythonLexer(), HtmlFormatter(cssclass='sourceCode'))
+def _page_cells(nb:dict):
+    "The cells a page shows, as an nbformat notebook: no front matter, no directive lines, no pandoc attributes; `include: false` dropped; `echo: false` tagged to show its outputs only."
+    import nbformat
+    nb = nbformat.reads(json.dumps(nb), as_version=4)            # a copy, each source one string
+    cells = []
+    for c in nb.cells:
+        if c.cell_type == 'raw': continue                       # the front matter: the page's title and subtitle
+        if c.cell_type == 'markdown': c.source = _QUARTO_ATTRS.sub('', c.source)
+        if c.cell_type == 'code':
+            opts, c.source = _directive_lines(c.source)
+            if opts.get('include') == 'false' or not (c.source.strip() or c.get('outputs')): continue
+            if opts.get('echo') == 'false': c.metadata.setdefault('tags', []).append('remove_input')
+        cells.append(c)
+    nb.cells = cells
+    return nb
 
-def _output_html(o:dict)->str:
-    data = o.get('data', {})
-    txt = lambda v: ''.join(v) if isinstance(v, list) else v
-    if o.get('output_type') == 'stream': return f'<pre class="cell-output-stdout">{html.escape(txt(o["text"]))}</pre>'
-    if o.get('output_type') == 'error': return f'<pre class="cell-output-error">{html.escape(o.get("ename",""))}: {html.escape(o.get("evalue",""))}</pre>'
-    if 'image/png' in data:
-        w = (o.get('metadata') or {}).get('image/png', {}).get('width')
-        return (f'<img class="cell-output-display" alt="figure" src="data:image/png;base64,{txt(data["image/png"]).strip()}"'
-                + (f' width="{int(w)}"' if isinstance(w, (int, float)) else '') + '>')
-    if 'text/html' in data: return f'<div class="cell-output-display">{txt(data["text/html"])}</div>'
-    if 'text/markdown' in data: return f'<div class="cell-output-display">{_md2html(txt(data["text/markdown"]))}</div>'
-    if 'text/plain' in data: return f'<pre class="cell-output">{html.escape(txt(data["text/plain"]))}</pre>'
-    return ''
+def _cells_html(nb:dict)->str:
+    "The page body: nbconvert's `basic` HTML of `_page_cells(nb)` (highlighted code, every output type, figures inline), without prompts."
+    from nbconvert import HTMLExporter
+    from traitlets.config import Config
+    c = Config({'TagRemovePreprocessor': {'enabled': True, 'remove_input_tags': {'remove_input'}}})
+    ex = HTMLExporter(config=c, template_name='basic', exclude_input_prompt=True, exclude_output_prompt=True)
+    return ex.from_notebook_node(_page_cells(nb))[0]
 
 def _nav_html(nav:list, current:str='')->str:
     "The sidebar: (title, href) pairs, or (section title, [(title, href), ...]) for a section."
@@ -512,15 +515,7 @@ def render_notebook_html(nb_path:str|Path,           # a notebook from `_proc/`
     title = fm.get('title', Path(nb_path).stem)
     parts = [f'<h1 class="title">{html.escape(title)}</h1>']
     if fm.get('description'): parts.append(f'<div class="description">{_md2html(fm["description"], inline=True)}</div>')
-    for c in nb['cells']:
-        src = ''.join(c['source'])
-        if c['cell_type'] == 'markdown': parts.append(_md2html(src))
-        elif c['cell_type'] == 'code':
-            opts, code = _directive_lines(src)
-            if opts.get('include') == 'false': continue
-            cell = [] if opts.get('echo') == 'false' or not code.strip() else [_highlight(code)]
-            cell += [_output_html(o) for o in c.get('outputs', [])]
-            if any(cell): parts.append('<div class="cell">' + ''.join(cell) + '</div>')
+    parts.append(_cells_html(nb))
     out_file = fm.get('output-file', Path(nb_path).stem + '.html')
     return out_file, _PAGE.format(title=html.escape(f'{title} – {site_title}' if site_title else title),
                                   css=_CSS, nav=_nav_html(nav, out_file), mathjax=MATHJAX_FILE,
@@ -535,14 +530,15 @@ nav li.section ul{padding-left:.6rem} nav li.active>a{font-weight:600;color:#111
 main{margin-left:16rem;max-width:60rem;padding:1rem 2rem}
 .description{font-style:italic;font-size:125%;opacity:.75;margin-bottom:1.5rem}
 .cell{margin-bottom:1rem} pre{overflow:auto;padding:.5rem;background:#f7f7f7}
-.cell-output,.cell-output-stdout{border-left:2px solid lightsalmon;background:none;margin-left:.8rem}
-img.cell-output-display{max-width:100%;display:block;margin:.5rem 0}
+.output_area pre{border-left:2px solid lightsalmon;background:none;margin-left:.8rem} .output_stderr pre{border-color:#c33}
+.output_area img{max-width:100%;display:block;margin:.5rem 0} .input_area{margin-bottom:.25rem}
 table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:.25rem .5rem}
 div.math{overflow-x:auto} h3,h4{border-top:1px solid #eee;padding-top:.75rem}"""
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>{css}</style><style>{{pygments}}</style>
+<script>window.MathJax = {{tex: {{inlineMath: [['$', '$'], ['\\\\(', '\\\\)']]}}}};</script>
 <script defer src="{mathjax}"></script></head>
 <body><nav><p><strong><a href="index.html">{site}</a></strong></p><ul>{nav}</ul></nav><main>
 {body}
@@ -551,7 +547,7 @@ _PAGE = """<!DOCTYPE html>
 
 def _pygments_css()->str:
     from pygments.formatters import HtmlFormatter
-    return HtmlFormatter(cssclass='sourceCode').get_style_defs('.sourceCode')
+    return HtmlFormatter().get_style_defs('.highlight')   # the class nbconvert's highlighted code carries
 
 # %% ../nbs/90_devtools.ipynb #7e2b31b2
 def _site_nav(proc:Path)->tuple[list[Path], list]:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_models.ipynb #026de816
 from __future__ import annotations
-import copy, json, os, re, warnings, weakref
+import copy, json, os, re, shutil, warnings, weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
@@ -212,7 +212,7 @@ def tiny_llama_config(tokenizer,                   # fixes the vocabulary size a
                        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
                        head_dim=hidden_size//num_heads, max_position_embeddings=max_position_embeddings,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, **kwargs)
+                       pad_token_id=tokenizer.pad_token_id, **{'tie_word_embeddings': False, **kwargs})
 
 def _seeded_init(cls, config, seed:int):
     with torch.random.fork_rng(devices=[]):
@@ -231,9 +231,23 @@ def build_tiny_reward_model(tokenizer, seed:int=0, config=None, **config_kwargs)
     cfg = copy.deepcopy(config or tiny_llama_config(tokenizer, **config_kwargs)); cfg.num_labels = 1
     return _seeded_init(LlamaForSequenceClassification, cfg, seed)
 
-def save_model(model:nn.Module, tokenizer, path:str|Path)->Path:
-    "Save `model` (safetensors) and `tokenizer` to the folder `path` (a decoder reward model: with `reward_tokenizer_to_save`'s tokenizer)."
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+
+# %% ../nbs/01_models.ipynb #03b8cf71
+def save_model(model:nn.Module,   # a transformers model (a decoder reward model: see `reward_tokenizer_to_save`)
+               tokenizer,          # saved beside it (None: the model only)
+               path:str|Path,      # the folder
+               atomic:bool=False   # write a temporary sibling folder and rename it into place when complete
+              )->Path:
+    "Save `model` (safetensors) and `tokenizer` to the folder `path`; `atomic`: `path` is never left half-written."
+    path = Path(path)
+    if atomic:
+        tmp = path.with_name(f'.{path.name}.tmp')
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_model(model, tokenizer, tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+        return path
+    path.mkdir(parents=True, exist_ok=True)
     if tokenizer is not None and getattr(model, 'score', None) is not None:   # a decoder reward model: see `reward_tokenizer_to_save`
         tokenizer = reward_tokenizer_to_save(model, tokenizer)
     model.save_pretrained(path, safe_serialization=True)

@@ -43,8 +43,10 @@ def test_sync_in_this_process(server, tmp_path):
     sync_weights(gen, policy, step=1)
     theirs, mine = gen._probe(policy, far)
     assert theirs == mine                                    # synced: the policy's greedy tokens
-    # rollouts come back with token ids and log-probs, the policy's own
-    prompts = ['hello there', 'a b c']
+    # rollouts come back with token ids and log-probs, the policy's own; a prompt that already starts with BOS (as a chat
+    # template writes it) is sampled from the ids the trainer scores, BOS once (the server is sent `encode`'s ids)
+    assert tok.bos_token and gen.encode(tok.bos_token + 'hello there') == gen.encode('hello there')
+    prompts = ['hello there', 'a b c', tok.bos_token + 'a b c']
     got = [c for cs in gen.generate(prompts, temperature=0, max_new_tokens=6, logprobs=True) for c in cs]
     want = [c for cs in HFGenerator(policy, tok).generate(prompts, temperature=0, max_new_tokens=6, logprobs=True) for c in cs]
     assert [c.token_ids for c in got] == [c.token_ids for c in want] and all(c.token_ids for c in got)

@@ -508,8 +508,8 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
                     for old in list(checkpoints(out))[:-config.keep_checkpoints]: shutil.rmtree(checkpoints(out)[old])
                 wait_for_everyone()   # the iteration is saved before any process goes on
                 if config.verbose and main:
-                    print(f"iteration {it}/{config.iterations}: reward {rec['reward_mean']:.3f} (kept {_fmt(rec['kept_reward_mean'])}, "
-                          f"best {_fmt(rec['best_reward'])}), distinct-2 {rec['distinct_2']:.3f}, kept {rec['kept']}/{rec['n_samples']}, "
+                    print(f"iteration {it}/{config.iterations}: reward {_fmt(rec['reward_mean'])} (kept {_fmt(rec['kept_reward_mean'])}, "
+                          f"best {_fmt(rec['best_reward'])}), distinct-2 {_fmt(rec['distinct_2'])}, kept {rec['kept']}/{rec['n_samples']}, "
                           f"degenerate {rec['degenerate']}, sft loss {_fmt(loss)}, {rec['seconds']:.1f} s")
         if main: save_model(policy, tokenizer, out)   # every time: a run killed while saving it left a torn file behind config.json
         wait_for_everyone()

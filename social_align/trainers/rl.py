@@ -581,8 +581,13 @@ def _load_checkpoint(self:RLTrainer, which)->int:
         if is_peft_model(model): return load_adapter_into(model, folder)
         sd = {}
         for f in sorted(Path(folder).glob('*.safetensors')): sd.update(load_file(f))
-        try: model.load_state_dict(sd)
-        except RuntimeError as e: raise ValueError(f'{folder}: the checkpoint weights do not fit the model: {e}') from e
+        # safetensors keeps one copy of tied weights (`lm_head.weight` of a tied-embedding model is not in the file): a
+        # key may be missing only if the parameter it names shares its tensor with one that was loaded
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        ptrs = {n: p.data_ptr() for n, p in model.state_dict(keep_vars=True).items()}
+        loaded = {ptrs[k] for k in sd if k in ptrs}
+        if unexpected or (missing := [k for k in missing if ptrs.get(k) not in loaded]):
+            raise ValueError(f'{folder}: the checkpoint weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}')
     load_into(self.policy, ck)
     if self.value_model is not None: load_into(self.accelerator.unwrap_model(self.model).value_model, ck/'value_model')
     self.optimizer.load_state_dict(torch.load(ck/'optimizer.pt', map_location='cpu', weights_only=True))

@@ -148,7 +148,7 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
     done = [k for k in sorted(rows) if (out/f'iteration-{k}'/'model').exists()]
     initial = out/'iteration-0'/'model'                   # the initial policy: the reference of a resumed run
     wait_for_everyone()                                   # every process has seen the same finished iterations
-    if main and not done and not (initial/'config.json').exists(): save_model(policy, tokenizer, initial)
+    if main and not done and not (initial/'config.json').exists(): save_model(policy, tokenizer, initial, atomic=True)   # never torn
     wait_for_everyone()
     if peft_config is not None:                           # one adapter for the whole run, on the caller's policy
         from transformers import set_seed

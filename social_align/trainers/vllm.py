@@ -162,16 +162,24 @@ def rollout_generator(args,                 # a config with `VLLMArguments`' fie
 
 # %% ../../nbs/39_trainer_vllm.ipynb #ebd986e5
 def _colocated_sync(gen:ColocatedVLLMGenerator, policy:nn.Module, step=None)->dict:
-    t0 = time.perf_counter()
+    t0, n, err, cause = time.perf_counter(), 0, None, None
     if gen.asleep: raise WeightSyncError(f'step {step}: the colocated vLLM engine is asleep: wake it (leave the `engine_asleep` block) before syncing')
-    with merged_weights(policy) as w:
-        n = sum(t.numel() * t.element_size() for _, t in w)
-        gen.llm.collective_rpc('reload_weights', kwargs={'weights_iterator': w})
-    gen.llm.reset_prefix_cache()
+    try:
+        with merged_weights(policy) as w:
+            n = sum(t.numel() * t.element_size() for _, t in w)
+            gen.llm.collective_rpc('reload_weights', kwargs={'weights_iterator': w})
+        gen.llm.reset_prefix_cache()
+    except Exception as e:
+        err, cause = f'step {step}: reloading the weights into the colocated vLLM engine failed: {type(e).__name__}: {e}', e
     dt = time.perf_counter() - t0
-    if dt > gen.sync_timeout:
-        raise WeightSyncError(f'step {step}: reloading the weights into the colocated vLLM engine took {dt:.1f} s, more than '
-                              f'vllm_sync_timeout={gen.sync_timeout} s')
+    if err is None and dt > gen.sync_timeout:   # measured once the reload returns: an in-process reload cannot be cut short
+        err = (f'step {step}: reloading the weights into the colocated vLLM engine took {dt:.1f} s, more than '
+               f'vllm_sync_timeout={gen.sync_timeout} s')
+    state = getattr(gen, 'state', None)
+    if state is not None and state.num_processes > 1:   # every process's verdict: all raise together, none waits for a failed one
+        from accelerate.utils import gather_object
+        err = next((e for e in gather_object([err]) if e), None)
+    if err: raise WeightSyncError(err) from cause
     return dict(sync_s=dt, sync_bytes=n)
 
 # %% ../../nbs/39_trainer_vllm.ipynb #5dbcf048
@@ -266,6 +274,14 @@ class VLLMServerGenerator(OpenAIGenerator):
                                   f'{f" (vocabulary of {vocab})" if vocab else ""}: it encodes {PROBE_TEXT!r} as {theirs[:16]}, the policy\'s '
                                   f'tokenizer as {mine[:16]}. Serve the model the policy starts from (vllm serve <its folder>)')
 
+    def _body(self, idx, prompts, seed, cfg):
+        "`OpenAIGenerator`'s request with the prompts sent as `encode`'s token ids: the server samples from the ids the trainer scores (BOS once, even where the chat template writes it)."
+        path, body = super()._body(idx, prompts, seed, cfg)
+        if path == '/completions':
+            ids = [self.encode(self.format(p)) for p in prompts]
+            body['prompt'] = ids[0] if len(ids) == 1 else ids
+        return path, body
+
     def _parse(self, idx, data, chat, cfg):
         "`OpenAIGenerator`'s completions, with the token ids vLLM returned (choices in `index` order, `cfg.n` a prompt)."
         out = super()._parse(idx, data, chat, cfg)
@@ -273,7 +289,10 @@ class VLLMServerGenerator(OpenAIGenerator):
         for x in out:   # a Completion, a prompt's list of them, or the GenerationError of a prompt
             if isinstance(x, GenerationError): k += cfg.n; continue
             for c in (x if isinstance(x, list) else [x]):
-                if isinstance(chs[k].get('token_ids'), list): c.token_ids = [int(t) for t in chs[k]['token_ids']]
+                if not isinstance(chs[k].get('token_ids'), list):   # asked for (return_token_ids): a trainer needs them
+                    raise GenerationError(f'{self.url} returned no token_ids for prompt {idx[k // cfg.n]}: the trainer needs the sampled '
+                                          'ids; serve with vLLM >= 0.10.2 (its return_token_ids)')
+                c.token_ids = [int(t) for t in chs[k]['token_ids']]
                 k += 1
         return out
 
@@ -351,6 +370,7 @@ def sync(self:VLLMServerGenerator, policy:nn.Module, state, step:int|None=None)-
         try: n = self._push(policy, deadline)
         except _Stall as e: err = f'{where} stalled: {e} did not finish within vllm_sync_timeout={self.sync_timeout} s'
         except (WeightSyncError, OSError) as e: err = f'{where} failed: {e}'
+        except Exception as e: err = f'{where} failed: {type(e).__name__}: {e}'   # any error reaches the others, who would wait for it
     errs = [e for e in gather_object([err]) if e]   # every process waits for the pushes, and fails with any of them
     if errs: raise WeightSyncError(errs[0])
     t1 = time.monotonic()
@@ -361,6 +381,7 @@ def sync(self:VLLMServerGenerator, policy:nn.Module, state, step:int|None=None)-
                                            'policy\'s model, in the same dtype?)')
     except _Stall as e: err = f'{where} stalled: {e} did not finish within vllm_sync_timeout={self.sync_timeout} s'
     except WeightSyncError as e: err = f'{where} failed: {e}'
+    except Exception as e: err = f'{where} failed: {type(e).__name__}: {e}'
     errs = [e for e in gather_object([err]) if e]   # every process's verdict: all raise together
     if errs: raise WeightSyncError(errs[0])
     return dict(sync_s=time.monotonic() - t0, sync_bytes=n, probe_s=time.monotonic() - t1)
