@@ -483,6 +483,8 @@ def _page_cells(nb:dict):
             opts, c.source = _directive_lines(c.source)
             if opts.get('include') == 'false' or not (c.source.strip() or c.get('outputs')): continue
             if opts.get('echo') == 'false': c.metadata.setdefault('tags', []).append('remove_input')
+            for o in c.get('outputs', []):                       # show_doc's markdown carries pandoc attributes too
+                if 'text/markdown' in o.get('data', {}): o['data']['text/markdown'] = _QUARTO_ATTRS.sub('', o['data']['text/markdown'])
         cells.append(c)
     nb.cells = cells
     return nb
@@ -654,6 +656,7 @@ def check_site_in_browser(site:Path,                       # folder with the bui
             except Exception as e: out.append(CheckResult(f'docs in browser: {page}', False, time.time()-t0, str(e))); continue
             if missing := [t for t in expect.get(page, []) if t not in r['text']]: problems.append(f'missing: {missing}')
             if r.get('description') and '`' in r['description']: problems.append(f'raw backticks in the subtitle: {r["description"]!r}')
+            if '{target=' in r['text']: problems.append('raw pandoc attributes ({target=...}) in the text')
             if page in math:
                 if not r['math']: problems.append('no typeset formula (MathJax did not run?)')
                 if '$$' in r['text']: problems.append('raw $$ left in the text')
