@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses, json, os, random, warnings
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -17,9 +17,9 @@ from fastcore.basics import listify
 __all__ = ['RESUME_SETTINGS', 'DataError', 'seed_everything', 'available_devices', 'get_device', 'atomic_write_text',
            'atomic_write_json', 'input_file', 'read_json', 'iter_jsonl', 'read_jsonl', 'repair_torn_tail',
            'JsonlWriter', 'write_jsonl', 'done_keys', 'distributed_state', 'process_info', 'wait_for_everyone',
-           'finish_processes', 'sum_over_processes', 'from_main_process', 'shard_path', 'shard_files', 'merge_shards',
-           'ShardedOutput', 'ResumeSettingsError', 'check_resume_settings', 'Config', 'help_field', 'mean_or_none',
-           'pyplot', 'finish_figure']
+           'finish_processes', 'sum_over_processes', 'from_main_process', 'on_main_process', 'shard_path',
+           'shard_files', 'merge_shards', 'ShardedOutput', 'ResumeSettingsError', 'check_resume_settings', 'Config',
+           'help_field', 'mean_or_none', 'pyplot', 'finish_figure']
 
 # %% ../nbs/00_core.ipynb #dbed00e9
 class DataError(ValueError):
@@ -233,6 +233,31 @@ def from_main_process(obj):
     if process_info()[1] == 1: return obj
     from accelerate.utils import broadcast_object_list
     return broadcast_object_list([obj], from_process=0)[0]
+
+# %% ../nbs/00_core.ipynb #a881cb43
+def _rebuilt_error(name:str, msg:str)->Exception:
+    "The main process's error on another process: the same type where one message rebuilds it, else `RuntimeError`."
+    import builtins
+    cls = ResumeSettingsError if name == 'ResumeSettingsError' else getattr(builtins, name, None)
+    text = f'on the main process: {name}: {msg}'
+    if not (isinstance(cls, type) and issubclass(cls, Exception)): return RuntimeError(text)
+    try: return cls(text)
+    except Exception: return RuntimeError(text)      # a type one message cannot build (UnicodeDecodeError, ...)
+
+def on_main_process(fn:Callable # the main process's work (a write, a check); its return value goes to every process
+                   ):
+    "Run `fn` on the main process only: its result on every process, or its error raised on every process (none waits for a failed main process)."
+    rank, world = process_info()
+    if world == 1: return fn()
+    result, err = None, None
+    if rank == 0:
+        try: result = fn()
+        except Exception as e: err = e
+    from accelerate.utils import broadcast_object_list
+    box = broadcast_object_list([result, None if err is None else (type(err).__name__, str(err))], from_process=0)
+    if err is not None: raise err
+    if box[1] is not None: raise _rebuilt_error(*box[1])
+    return box[0]
 
 # %% ../nbs/00_core.ipynb #bf013b78
 def shard_path(path:str|Path, # a stage's output file, e.g. `pairs.jsonl`

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .core import (Config, DataError, JsonlWriter, RESUME_SETTINGS, atomic_write_json, check_resume_settings, input_file,
-                               iter_jsonl, read_json, process_info, wait_for_everyone)
+                               iter_jsonl, read_json, process_info, wait_for_everyone, on_main_process)
 from .data import INTERACTION_FIELDS, read_lines
 from .generation import Generator, GenerationError, prompt_seeds
 from .toyworld import SITUATIONS, QUESTION_TEMPLATES, make_question, make_answer
@@ -470,19 +470,6 @@ def sandbox_settings(cfg:SandboxConfig, questions:list[str], seed_memories:dict,
     "What makes a world's records what they are: the config, digests of the question pool and seed memories, and `extra`."
     return {**cfg.to_dict(), 'questions': _digest(questions), 'seed_memories': _digest(seed_memories), **(extra or {})}
 
-def _on_main(fn:Callable):
-    "Run `fn` on the main process only; its result, or its exception, on every process (so none waits on a failed one)."
-    rank, world = process_info()
-    if world == 1: return fn()
-    from accelerate.utils import broadcast_object_list
-    box = [None, None]
-    if rank == 0:
-        try: box[0] = fn()
-        except Exception as e: box[1] = e
-    broadcast_object_list(box)
-    if box[1] is not None: raise box[1]
-    return box[0]
-
 def run_sandbox(config:SandboxConfig,
                 generators:Generator|dict[int, Generator]|Sequence[Generator], # every agent's model
                 observer,                      # `LMJudge`, `RewardModelJudge`, or a `Generator` (wrapped in `LMJudge`)
@@ -508,7 +495,7 @@ def run_sandbox(config:SandboxConfig,
     st = load_state(state_dir)
     wait_for_everyone()   # every process has read the state before the main process writes any
     legacy = st.get('config') if st is not None else None   # a world saved before resume_settings.json existed
-    _on_main(lambda: check_resume_settings(out/RESUME_SETTINGS, sandbox_settings(cfg, questions, load_seed_memories(cfg.seed_memories_path), settings),
+    on_main_process(lambda: check_resume_settings(out/RESUME_SETTINGS, sandbox_settings(cfg, questions, load_seed_memories(cfg.seed_memories_path), settings),
                                            SANDBOX_FREE, 'Sandbox', recorded=legacy))
     if st is None:
         labels = initial_labels(cfg.size, cfg.init_setting, cfg.seed)

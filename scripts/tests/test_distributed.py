@@ -66,16 +66,20 @@ def test_deepspeed_zero3_two_cpu_processes(tmp_path):
 END_OF_LAUNCH = '''
 import json, sys, time
 import torch.distributed as dist
-from social_align.core import process_info, sum_over_processes, finish_processes
+from social_align.core import process_info, sum_over_processes, finish_processes, on_main_process
 rank, world = process_info()
 assert sum_over_processes(1) == world == 2        # the group is up
+got = on_main_process(lambda: 40 + rank + 2)      # the main process's result, on every process
+def fail(): raise KeyError('disk full')
+try: on_main_process(fail); err = None
+except KeyError as e: err = str(e)                # every process raises, none waits for the main one
 if rank == 0: time.sleep(3)                      # the main process still works (saves a model, say) after the other is done
 finish_processes()
-print(json.dumps({'rank': rank, 'left': time.time(), 'group': dist.is_initialized()}), flush=True)
+print(json.dumps({'rank': rank, 'left': time.time(), 'group': dist.is_initialized(), 'got': got, 'err': err}), flush=True)
 '''
 
 def test_finish_processes_ends_a_launch_together(tmp_path):
-    "A real 2-process launch: the process done first waits at `finish_processes` for the main one, then both leave the group and exit 0."
+    "A real 2-process launch: `on_main_process` hands the main process's result and error to both; the process done first waits at `finish_processes` for the main one, then both leave the group and exit 0."
     script = tmp_path/'end.py'; script.write_text(END_OF_LAUNCH)
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     t0 = __import__('time').time()
@@ -85,3 +89,5 @@ def test_finish_processes_ends_a_launch_together(tmp_path):
     rows = {o['rank']: o for o in map(json.loads, [l for l in r.stdout.splitlines() if l.startswith('{')])}
     assert set(rows) == {0, 1} and not any(o['group'] for o in rows.values()), rows   # both left the group
     assert rows[1]['left'] - t0 >= 3 and abs(rows[1]['left'] - rows[0]['left']) < 2, rows   # rank 1 left with rank 0, not 3 s before
+    assert [rows[r]['got'] for r in (0, 1)] == [42, 42], rows                 # on_main_process: the main process's result everywhere
+    assert rows[0]['err'] == "'disk full'" and 'on the main process: KeyError' in rows[1]['err'], rows   # and its error

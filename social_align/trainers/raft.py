@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from accelerate.utils import gather_object
 
-from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure, help_field, mean_or_none, process_info, wait_for_everyone
+from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure, help_field, mean_or_none, process_info, wait_for_everyone, on_main_process
 from ..generation import Generator, HFGenerator, check_prompts
 from ..models import eval_mode, format_prompt, save_model, score_texts
 from ..tokenization import distinct_n, pair_text   # distinct_n: importable from here too
@@ -463,7 +463,7 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
         config.to_json(out/'raft_config.json')
         if config.prompts_per_iteration > len(prompts):
             warnings.warn(f'prompts_per_iteration={config.prompts_per_iteration} is more than the {len(prompts)} prompts; using all of them each iteration')
-    _on_main(setup, main, world)
+    on_main_process(setup)
     log_path = out/'iterations.jsonl'
     done = {r['iteration']: r for r in read_jsonl(log_path)} if log_path.exists() else {}
     wait_for_everyone()   # every process has read the log before the main one repairs it
@@ -500,19 +500,18 @@ def raft(policy:nn.Module,                # the causal LM to align (trained in p
                     rec['sync_seconds'] = round(sync_weights(engine_gen, policy, step=it)['sync_s'], 2)
                 rec['seconds'] = round(time.time() - t0, 2)
                 done[it] = rec
-                if main:
+                def save_iteration():
                     if config.save_samples:
                         write_jsonl(out/'samples'/f'iteration-{it}.jsonl', _sample_records(batch, idx))
                     save_checkpoint(out, it, policy, tokenizer, rec)
                     writer.write(rec)
                     for old in list(checkpoints(out))[:-config.keep_checkpoints]: shutil.rmtree(checkpoints(out)[old])
-                wait_for_everyone()   # the iteration is saved before any process goes on
+                on_main_process(save_iteration)   # saved before any process goes on; a failed save fails every process
                 if config.verbose and main:
                     print(f"iteration {it}/{config.iterations}: reward {_fmt(rec['reward_mean'])} (kept {_fmt(rec['kept_reward_mean'])}, "
                           f"best {_fmt(rec['best_reward'])}), distinct-2 {_fmt(rec['distinct_2'])}, kept {rec['kept']}/{rec['n_samples']}, "
                           f"degenerate {rec['degenerate']}, sft loss {_fmt(loss)}, {rec['seconds']:.1f} s")
-        if main: save_model(policy, tokenizer, out)   # every time: a run killed while saving it left a torn file behind config.json
-        wait_for_everyone()
+        on_main_process(lambda: save_model(policy, tokenizer, out))   # every time: a run killed while saving it left a torn file behind config.json
     finally:
         if engine_gen is not None: engine_gen.close()   # last: a colocated engine's shutdown ends the process group
     return [done[k] for k in sorted(done)]
@@ -527,18 +526,6 @@ def engine_name(vllm_args:VLLMArguments|None, # the rollout flags (None: transfo
     if s.vllm_importance_sampling_correction:
         raise ValueError('vllm_importance_sampling_correction: RAFT finetunes on its kept samples with SFT, there is no policy-gradient loss to correct')
     return f'vllm-{s.vllm_mode}' if s.use_vllm else 'transformers'
-
-def _on_main(fn:Callable, main:bool, world:int):
-    "Run `fn` on the main process; its error is raised on every process (each waits for the main one, none hangs)."
-    err = None
-    if main:
-        try: fn()
-        except Exception as e: err = e
-    if world > 1:
-        from accelerate.utils import broadcast_object_list
-        msg = broadcast_object_list([None if err is None else (type(err).__name__, str(err))])[0]
-        if msg is not None and err is None: raise (ResumeSettingsError if msg[0] == 'ResumeSettingsError' else RuntimeError)(f'on the main process: {msg[1]}')
-    if err is not None: raise err
 
 def _fmt(x): return 'n/a' if x is None else f'{x:.3f}'
 

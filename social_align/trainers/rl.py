@@ -13,7 +13,7 @@ import torch
 from torch import nn, Tensor
 from fastcore.basics import patch
 
-from ..core import DataError, atomic_write_json, read_json, pyplot, finish_figure
+from ..core import DataError, atomic_write_json, read_json, pyplot, finish_figure, on_main_process
 from ..data import PROMPT_SCHEMA, load_prompts
 from ..generation import Generator, HFGenerator
 from ..models import (load_tokenizer, load_causal_lm, load_reference_model, load_reward_model, ensure_pad_token,
@@ -534,17 +534,19 @@ def checkpoints(output_dir:str|Path)->dict[int, Path]:
 @patch
 def save_model(self:RLTrainer, output_dir:str|Path|None=None):
     "Save the policy (safetensors; a LoRA policy: the adapter only) + tokenizer + training_args.json, and for PPO the value model in `value_model/`."
-    out = Path(output_dir or self.args.output_dir)
     self.accelerator.wait_for_everyone()
-    if self.is_world_process_zero():
-        out.mkdir(parents=True, exist_ok=True)
-        self.policy.save_pretrained(out, safe_serialization=True)
-        self.tokenizer.save_pretrained(out)
-        (out/'training_args.json').write_text(self.args.to_json_string())
-        if self.value_model is not None:
-            vm = self.accelerator.unwrap_model(self.model).value_model
-            vm.save_pretrained(out/'value_model', safe_serialization=True); self.tokenizer.save_pretrained(out/'value_model')
-    self.accelerator.wait_for_everyone()
+    on_main_process(lambda: self._write_model(Path(output_dir or self.args.output_dir)))   # every process waits for it, and fails with it
+
+@patch
+def _write_model(self:RLTrainer, out:Path):
+    "The main process's part of `save_model`."
+    out.mkdir(parents=True, exist_ok=True)
+    self.policy.save_pretrained(out, safe_serialization=True)
+    self.tokenizer.save_pretrained(out)
+    (out/'training_args.json').write_text(self.args.to_json_string())
+    if self.value_model is not None:
+        vm = self.accelerator.unwrap_model(self.model).value_model
+        vm.save_pretrained(out/'value_model', safe_serialization=True); self.tokenizer.save_pretrained(out/'value_model')
 
 @patch
 def save_state(self:RLTrainer, output_dir:str|Path|None=None):
@@ -555,16 +557,21 @@ def save_state(self:RLTrainer, output_dir:str|Path|None=None):
 
 @patch
 def _save_checkpoint(self:RLTrainer, step:int):
-    ck = Path(self.args.output_dir)/f'checkpoint-{step}'
-    self.save_model(ck)
-    if self.is_world_process_zero():
-        torch.save(self.optimizer.state_dict(), ck/'optimizer.pt')
-        torch.save(self.lr_scheduler.state_dict(), ck/'scheduler.pt')
-        atomic_write_json(ck/'rl_state.json', {'global_step': step, 'kl_coef': self.kl_ctl.value, 'log_history': self.state.log_history})
+    "Write `checkpoint-{step}` whole or not at all: into a temporary folder, renamed into place when complete."
+    out = Path(self.args.output_dir); ck, tmp = out/f'checkpoint-{step}', out/f'.checkpoint-{step}.tmp'
+    def write():
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._write_model(tmp)
+        torch.save(self.optimizer.state_dict(), tmp/'optimizer.pt')
+        torch.save(self.lr_scheduler.state_dict(), tmp/'scheduler.pt')
+        atomic_write_json(tmp/'rl_state.json', {'global_step': step, 'kl_coef': self.kl_ctl.value, 'log_history': self.state.log_history})
+        shutil.rmtree(ck, ignore_errors=True)       # an older run's checkpoint of this step: replaced, never mixed with this one
+        tmp.rename(ck)
         limit = self.args.save_total_limit
         if limit:
             for old in list(checkpoints(self.args.output_dir).values())[:-limit]: shutil.rmtree(old)
     self.accelerator.wait_for_everyone()
+    on_main_process(write)
 
 @patch
 def _load_checkpoint(self:RLTrainer, which)->int:

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn, Tensor
 
-from ..core import JsonlWriter, iter_jsonl, mean_or_none, process_info, wait_for_everyone
+from ..core import JsonlWriter, iter_jsonl, mean_or_none, process_info, wait_for_everyone, on_main_process
 from ..models import freeze, load_reference_model, save_model
 from ..logprobs import forward_logprobs
 from ..losses.sso import SSO_SEQUENCES, sso_loss_from_logps
@@ -145,10 +145,12 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
     out = Path(config.output_dir); out.mkdir(parents=True, exist_ok=True)
     log_path = out/'iterations.jsonl'
     rows = {r['iteration']: r for r in iter_jsonl(log_path)} if log_path.exists() else {}
-    done = [k for k in sorted(rows) if (out/f'iteration-{k}'/'model').exists()]
+    done = []                                             # the iterations finished in order (logged and saved), up to `iterations`
+    while (k := len(done) + 1) <= iterations and k in rows and (out/f'iteration-{k}'/'model').exists(): done.append(k)
     initial = out/'iteration-0'/'model'                   # the initial policy: the reference of a resumed run
     wait_for_everyone()                                   # every process has seen the same finished iterations
-    if main and not done and not (initial/'config.json').exists(): save_model(policy, tokenizer, initial, atomic=True)   # never torn
+    if not done and not (initial/'config.json').exists():   # atomic: never torn; a failed save fails every process
+        on_main_process(lambda: save_model(policy, tokenizer, initial, atomic=True))
     wait_for_everyone()
     if peft_config is not None:                           # one adapter for the whole run, on the caller's policy
         from transformers import set_seed
@@ -195,7 +197,7 @@ def _online_iterations(policy, tokenizer, queries, config, todo, iterations, eng
             # the next iteration samples with the new weights (merged LoRA); a server is checked to generate with them
             sync = {f'vllm_{n}': v for n, v in sync_weights(engine, policy, step=k).items()}
         rows[k] = {'iteration': k, **stats, **train_stats, **sync}
-        if main:
+        def save_iteration():
             save_model(policy, tokenizer, it_dir/'model')
             with JsonlWriter(log_path) as w: w.write(rows[k])
-        wait_for_everyone()                               # no process starts the next iteration before it is saved
+        on_main_process(save_iteration)                   # no process starts the next iteration before it is saved (or fails)
