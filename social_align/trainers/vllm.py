@@ -12,7 +12,7 @@ import torch
 from torch import nn, Tensor
 from ..generation import (Generator, HFGenerator, VLLMGenerator, OpenAIGenerator, GenerationError,
                                      vllm_available, VLLM_INSTALL_HINT)
-from ..core import distributed_state
+from ..core import distributed_state, on_main_process
 from .base import merged_weights, is_peft_model, unwrap_model
 
 # %% auto #0
@@ -126,25 +126,27 @@ class ColocatedVLLMGenerator(VLLMGenerator):
 # %% ../../nbs/39_trainer_vllm.ipynb #73a8c6ce
 def _colocated_generator(s:VLLMArguments, policy:nn.Module, tokenizer, state)->ColocatedVLLMGenerator:
     "Every process its own in-process engine (`external_launcher`), started from one copy of the policy's weights."
-    from accelerate.utils import broadcast_object_list
     if not vllm_available(): raise ImportError(VLLM_INSTALL_HINT)
     _launcher_env(state)
-    folder = [None]
-    if state.is_main_process:        # one copy of the starting weights, read by every process's engine
-        folder[0] = tempfile.mkdtemp(prefix='rollout-vllm-')
-        save_policy_weights(policy, tokenizer, folder[0])
-    folder = broadcast_object_list(folder)[0]
-    state.wait_for_everyone()
+    def starting_copy():             # one copy of the starting weights, read by every process's engine
+        folder = tempfile.mkdtemp(prefix='rollout-vllm-')
+        save_policy_weights(policy, tokenizer, folder)
+        return folder
+    folder = on_main_process(starting_copy)   # its path on every process; a failed save fails every process
     sleep = s.vllm_enable_sleep_mode
     if sleep and not sleep_mode_supported():
         warnings.warn('vllm_enable_sleep_mode: this vLLM engine cannot sleep on this platform (vLLM: "Sleep mode is not '
                       'supported on current platform."; it needs CUDA, ROCm or XPU): the engine keeps its memory while training')
         sleep = False
     kw = dict(enable_sleep_mode=True) if sleep else {}
-    return ColocatedVLLMGenerator(folder, state, sync_timeout=s.vllm_sync_timeout, sleep_mode=sleep, tokenizer=tokenizer,
-                                  dtype=next(unwrap_model(policy).parameters()).dtype, enforce_eager=True,
-                                  gpu_memory_utilization=colocated_memory_share(s, state), max_model_len=s.vllm_max_model_len,
-                                  distributed_executor_backend='external_launcher', seed=state.process_index, **kw)
+    try:
+        return ColocatedVLLMGenerator(folder, state, sync_timeout=s.vllm_sync_timeout, sleep_mode=sleep, tokenizer=tokenizer,
+                                      dtype=next(unwrap_model(policy).parameters()).dtype, enforce_eager=True,
+                                      gpu_memory_utilization=colocated_memory_share(s, state), max_model_len=s.vllm_max_model_len,
+                                      distributed_executor_backend='external_launcher', seed=state.process_index, **kw)
+    except BaseException:            # the engine did not start: its starting copy (a whole model) is not left behind
+        if state.is_main_process: shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 # %% ../../nbs/39_trainer_vllm.ipynb #57d8311f
 def rollout_generator(args,                 # a config with `VLLMArguments`' fields (or an `RLConfig` with `generation_backend`)
