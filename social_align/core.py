@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_core.ipynb #23c54ebb
 from __future__ import annotations
-import dataclasses, json, os, random, warnings
+import dataclasses, json, os, random, shutil, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -15,11 +16,11 @@ from fastcore.basics import listify
 
 # %% auto #0
 __all__ = ['RESUME_SETTINGS', 'DataError', 'seed_everything', 'available_devices', 'get_device', 'atomic_write_text',
-           'atomic_write_json', 'input_file', 'read_json', 'iter_jsonl', 'read_jsonl', 'repair_torn_tail',
-           'JsonlWriter', 'write_jsonl', 'done_keys', 'distributed_state', 'process_info', 'wait_for_everyone',
-           'finish_processes', 'sum_over_processes', 'from_main_process', 'on_main_process', 'shard_path',
-           'shard_files', 'merge_shards', 'ShardedOutput', 'ResumeSettingsError', 'check_resume_settings', 'Config',
-           'help_field', 'mean_or_none', 'pyplot', 'finish_figure']
+           'atomic_write_json', 'input_file', 'read_json', 'atomic_folder', 'iter_jsonl', 'read_jsonl',
+           'repair_torn_tail', 'JsonlWriter', 'write_jsonl', 'done_keys', 'distributed_state', 'process_info',
+           'wait_for_everyone', 'finish_processes', 'sum_over_processes', 'from_main_process', 'on_main_process',
+           'shard_path', 'shard_files', 'merge_shards', 'ShardedOutput', 'ResumeSettingsError', 'check_resume_settings',
+           'Config', 'help_field', 'mean_or_none', 'pyplot', 'finish_figure']
 
 # %% ../nbs/00_core.ipynb #dbed00e9
 class DataError(ValueError):
@@ -90,6 +91,17 @@ def read_json(path:str|Path)->Any:
     try: return json.loads(path.read_text(encoding='utf-8'))
     except UnicodeDecodeError as e: raise DataError(f'not UTF-8 text (byte {e.start})', path) from None
     except json.JSONDecodeError as e: raise DataError(f'invalid JSON: {e.msg}', path, e.lineno) from None
+
+# %% ../nbs/00_core.ipynb #76d35f33
+@contextmanager
+def atomic_folder(path:str|Path # the folder to write (replaced if it exists)
+                 )->Iterator[Path]:
+    "Write the folder `path` atomically: fill the temporary folder this yields; it replaces `path` only if the block finishes."
+    path = Path(path); tmp = path.with_name(f'.{path.name}.tmp')
+    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    yield tmp
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
 
 # %% ../nbs/00_core.ipynb #9f136874
 def _is_torn(last_line:bytes)->bool:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_models.ipynb #026de816
 from __future__ import annotations
-import copy, json, os, re, shutil, warnings, weakref
+import copy, json, os, re, warnings, weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
@@ -235,19 +235,10 @@ def build_tiny_reward_model(tokenizer, seed:int=0, config=None, **config_kwargs)
 # %% ../nbs/01_models.ipynb #03b8cf71
 def save_model(model:nn.Module,   # a transformers model (a decoder reward model: see `reward_tokenizer_to_save`)
                tokenizer,          # saved beside it (None: the model only)
-               path:str|Path,      # the folder
-               atomic:bool=False   # write a temporary sibling folder and rename it into place when complete
+               path:str|Path       # the folder (`core.atomic_folder` around the call: never left half-written)
               )->Path:
-    "Save `model` (safetensors) and `tokenizer` to the folder `path`; `atomic`: `path` is never left half-written."
-    path = Path(path)
-    if atomic:
-        tmp = path.with_name(f'.{path.name}.tmp')
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_model(model, tokenizer, tmp)
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-        return path
-    path.mkdir(parents=True, exist_ok=True)
+    "Save `model` (safetensors) and `tokenizer` to the folder `path`."
+    path = Path(path); path.mkdir(parents=True, exist_ok=True)
     if tokenizer is not None and getattr(model, 'score', None) is not None:   # a decoder reward model: see `reward_tokenizer_to_save`
         tokenizer = reward_tokenizer_to_save(model, tokenizer)
     model.save_pretrained(path, safe_serialization=True)

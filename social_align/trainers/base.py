@@ -4,7 +4,7 @@
 
 # %% ../../nbs/30_trainer_base.ipynb #ddd109f2
 from __future__ import annotations
-import copy, importlib.util, json, math, sys, warnings
+import copy, gc, importlib.util, json, math, sys, warnings
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +25,7 @@ from ..logprobs import make_batch, check_padding_free, is_packed, packed_layout
 __all__ = ['AlignmentConfig', 'as_dataset', 'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'get_peft_config',
            'quantization_kwargs', 'unwrap_model', 'is_peft_model', 'with_adapter', 'adapter_disabled',
            'loss_token_count', 'disable_dropout', 'deepspeed_reference', 'AlignmentTrainer', 'merge_adapter',
-           'merged_weights', 'load_adapter_into', 'step_losses']
+           'merged_weights', 'load_adapter_into', 'load_weights_into', 'step_losses']
 
 # %% ../../nbs/30_trainer_base.ipynb #1eff07fd
 def _check_peft_fields(c):
@@ -472,6 +472,14 @@ def load_adapter_into(model:nn.Module, folder:str|Path):
     res = set_peft_model_state_dict(unwrap_model(model), load_peft_weights(str(folder), device='cpu'))
     if res.unexpected_keys: raise ValueError(f'{folder}: the adapter does not fit the model: unexpected keys {res.unexpected_keys[:5]}')
 
+
+# %% ../../nbs/30_trainer_base.ipynb #3a02296f
+def load_weights_into(policy:nn.Module, path:str|Path):
+    "Copy the weights saved in `path` (safetensors) into `policy`, in place (its device and dtype stay); a LoRA policy: its adapter."
+    if is_peft_model(policy): return load_adapter_into(policy, path)
+    loaded = type(policy).from_pretrained(str(path), dtype=next(policy.parameters()).dtype, use_safetensors=True)
+    policy.load_state_dict(loaded.state_dict())   # strict: a different architecture fails, naming the keys
+    del loaded; gc.collect()
 
 # %% ../../nbs/30_trainer_base.ipynb #74fe94c7
 def step_losses(trainer:Trainer)->dict[int, float]:

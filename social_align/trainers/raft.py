@@ -14,21 +14,20 @@ import torch
 from torch import nn
 from accelerate.utils import gather_object
 
-from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure, help_field, mean_or_none, process_info, wait_for_everyone, on_main_process
+from ..core import Config, DataError, JsonlWriter, RESUME_SETTINGS, ResumeSettingsError, check_resume_settings, atomic_write_json, iter_jsonl, read_json, read_jsonl, write_jsonl, pyplot, finish_figure, help_field, mean_or_none, process_info, wait_for_everyone, on_main_process, atomic_folder
 from ..generation import Generator, HFGenerator, check_prompts
 from ..models import eval_mode, format_prompt, save_model, score_texts
 from ..tokenization import distinct_n, pair_text   # distinct_n: importable from here too
 from ..data import load_prompts      # the prompt reader of every stage; importable from here too
 from .vllm import VLLMArguments, vllm_settings, rollout_generator, sync_weights
-from .base import get_peft_config, is_peft_model, with_adapter, merged_weights, load_adapter_into
+from .base import get_peft_config, is_peft_model, with_adapter, merged_weights, load_adapter_into, load_weights_into
 
 # %% auto #0
 __all__ = ['RAFT_OWNS', 'FINETUNE_FREE', 'CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'degenerate_reason', 'mask_degenerate',
            'select_local', 'select_global', 'prompt_order', 'iteration_prompts', 'sample_seed', 'shard_range',
            'sampling_chunk', 'reward_text', 'ScoredBatch', 'generate_and_score', 'select_samples', 'join_parts',
            'sample_and_score', 'batch_stats', 'finetune_arguments', 'changed_finetune_args', 'finetune_config',
-           'finetune_on', 'checkpoints', 'save_checkpoint', 'load_weights_into', 'raft_settings', 'raft', 'engine_name',
-           'plot_raft']
+           'finetune_on', 'checkpoints', 'save_checkpoint', 'raft_settings', 'raft', 'engine_name', 'plot_raft']
 
 # %% ../../nbs/36_trainer_raft.ipynb #ef05730d
 @dataclass
@@ -388,21 +387,13 @@ def checkpoints(output_dir:str|Path)->dict[int, Path]:
     return dict(sorted(out.items()))
 
 def save_checkpoint(output_dir:str|Path, iteration:int, policy:nn.Module, tokenizer, record:dict)->Path:
-    "Save the policy of `iteration` and its record, atomically (a temporary folder renamed when complete)."
-    d = Path(output_dir)/'checkpoints'; final = d/f'iteration-{iteration}'; tmp = d/f'.iteration-{iteration}.tmp'
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(policy, tokenizer, tmp)
-    atomic_write_json(tmp/CKPT_STATE, {'iteration': iteration, 'record': record})
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    "Save the policy of `iteration` and its record, atomically (`core.atomic_folder`: a temporary folder renamed when complete)."
+    final = Path(output_dir)/'checkpoints'/f'iteration-{iteration}'
+    with atomic_folder(final) as tmp:
+        save_model(policy, tokenizer, tmp)
+        atomic_write_json(tmp/CKPT_STATE, {'iteration': iteration, 'record': record})
     return final
 
-def load_weights_into(policy:nn.Module, path:str|Path):
-    "Copy the weights saved in `path` (safetensors) into `policy`, in place (its device and dtype stay); a LoRA policy: its adapter."
-    if is_peft_model(policy): return load_adapter_into(policy, path)
-    loaded = type(policy).from_pretrained(str(path), dtype=next(policy.parameters()).dtype, use_safetensors=True)
-    policy.load_state_dict(loaded.state_dict())   # strict: a different architecture fails, naming the keys
-    del loaded; gc.collect()
 
 # %% ../../nbs/36_trainer_raft.ipynb #f11e1790
 RAFT_FREE = ('iterations', 'output_dir', 'verbose', 'keep_checkpoints', 'save_samples', 'reward_batch_size')

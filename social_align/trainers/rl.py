@@ -13,7 +13,7 @@ import torch
 from torch import nn, Tensor
 from fastcore.basics import patch
 
-from ..core import DataError, atomic_write_json, read_json, pyplot, finish_figure, on_main_process
+from ..core import DataError, atomic_write_json, read_json, pyplot, finish_figure, on_main_process, atomic_folder
 from ..data import PROMPT_SCHEMA, load_prompts
 from ..generation import Generator, HFGenerator
 from ..models import (load_tokenizer, load_causal_lm, load_reference_model, load_reward_model, ensure_pad_token,
@@ -25,7 +25,7 @@ from ..losses.rl import (masked_mean, masked_var, whiten, gae, rloo_advantages, 
 from .vllm import (VLLMArguments, VLLMServerGenerator, vllm_settings, rollout_generator, sync_weights, logprob_mismatch,
                                        truncated_importance_weights)
 from .base import (AlignmentConfig, disable_dropout, get_peft_config, is_peft_model, with_adapter,
-                                       adapter_disabled, unwrap_model, merged_weights, load_adapter_into)   # the last two: importable from here too
+                                       adapter_disabled, unwrap_model, load_weights_into, merged_weights, load_adapter_into)   # the last two: importable from here too
 
 # %% auto #0
 __all__ = ['RLConfig', 'rollout_batch', 'response_logprobs', 'value_predictions', 'PolicyAndValue', 'RLState',
@@ -557,16 +557,13 @@ def save_state(self:RLTrainer, output_dir:str|Path|None=None):
 
 @patch
 def _save_checkpoint(self:RLTrainer, step:int):
-    "Write `checkpoint-{step}` whole or not at all: into a temporary folder, renamed into place when complete."
-    out = Path(self.args.output_dir); ck, tmp = out/f'checkpoint-{step}', out/f'.checkpoint-{step}.tmp'
+    "Write `checkpoint-{step}` whole or not at all (`core.atomic_folder`); an older run's checkpoint of this step is replaced, never mixed with it."
     def write():
-        shutil.rmtree(tmp, ignore_errors=True)
-        self._write_model(tmp)
-        torch.save(self.optimizer.state_dict(), tmp/'optimizer.pt')
-        torch.save(self.lr_scheduler.state_dict(), tmp/'scheduler.pt')
-        atomic_write_json(tmp/'rl_state.json', {'global_step': step, 'kl_coef': self.kl_ctl.value, 'log_history': self.state.log_history})
-        shutil.rmtree(ck, ignore_errors=True)       # an older run's checkpoint of this step: replaced, never mixed with this one
-        tmp.rename(ck)
+        with atomic_folder(Path(self.args.output_dir)/f'checkpoint-{step}') as tmp:
+            self._write_model(tmp)
+            torch.save(self.optimizer.state_dict(), tmp/'optimizer.pt')
+            torch.save(self.lr_scheduler.state_dict(), tmp/'scheduler.pt')
+            atomic_write_json(tmp/'rl_state.json', {'global_step': step, 'kl_coef': self.kl_ctl.value, 'log_history': self.state.log_history})
         limit = self.args.save_total_limit
         if limit:
             for old in list(checkpoints(self.args.output_dir).values())[:-limit]: shutil.rmtree(old)
@@ -576,7 +573,6 @@ def _save_checkpoint(self:RLTrainer, step:int):
 @patch
 def _load_checkpoint(self:RLTrainer, which)->int:
     "Load a checkpoint (True: the latest in output_dir); returns its step."
-    from safetensors.torch import load_file
     if which is True or str(which).lower() in ('true', 'latest', 'last'):
         found = checkpoints(self.args.output_dir)
         if not found: raise FileNotFoundError(f'no checkpoint to resume from in {self.args.output_dir}')
@@ -584,19 +580,8 @@ def _load_checkpoint(self:RLTrainer, which)->int:
     else: ck = Path(which)
     if not (ck/'rl_state.json').exists(): raise FileNotFoundError(f'{ck} is not an RL checkpoint (no rl_state.json)')
     st = read_json(ck/'rl_state.json')
-    def load_into(model, folder):
-        if is_peft_model(model): return load_adapter_into(model, folder)
-        sd = {}
-        for f in sorted(Path(folder).glob('*.safetensors')): sd.update(load_file(f))
-        # safetensors keeps one copy of tied weights (`lm_head.weight` of a tied-embedding model is not in the file): a
-        # key may be missing only if the parameter it names shares its tensor with one that was loaded
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        ptrs = {n: p.data_ptr() for n, p in model.state_dict(keep_vars=True).items()}
-        loaded = {ptrs[k] for k in sd if k in ptrs}
-        if unexpected or (missing := [k for k in missing if ptrs.get(k) not in loaded]):
-            raise ValueError(f'{folder}: the checkpoint weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}')
-    load_into(self.policy, ck)
-    if self.value_model is not None: load_into(self.accelerator.unwrap_model(self.model).value_model, ck/'value_model')
+    load_weights_into(self.policy, ck)            # through from_pretrained: tied embeddings, stored once, load too
+    if self.value_model is not None: load_weights_into(self.accelerator.unwrap_model(self.model).value_model, ck/'value_model')
     self.optimizer.load_state_dict(torch.load(ck/'optimizer.pt', map_location='cpu', weights_only=True))
     self.lr_scheduler.load_state_dict(torch.load(ck/'scheduler.pt', weights_only=True))
     self.kl_ctl.value = st['kl_coef']

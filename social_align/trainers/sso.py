@@ -12,14 +12,14 @@ from typing import Callable, Sequence
 import torch
 from torch import nn, Tensor
 
-from ..core import JsonlWriter, iter_jsonl, mean_or_none, process_info, wait_for_everyone, on_main_process
+from ..core import JsonlWriter, iter_jsonl, mean_or_none, process_info, wait_for_everyone, on_main_process, atomic_folder
 from ..models import freeze, load_reference_model, save_model
 from ..logprobs import forward_logprobs
 from ..losses.sso import SSO_SEQUENCES, sso_loss_from_logps
 from ..generation import HFGenerator
 from ..principles import Principle, PairConfig, chat_prompt, principle_pairs
 from .vllm import VLLMArguments, VLLMServerGenerator, rollout_generator, sync_weights, vllm_settings
-from .base import AlignmentConfig, AlignmentTrainer, get_peft_config, is_peft_model, with_adapter, load_adapter_into
+from .base import AlignmentConfig, AlignmentTrainer, get_peft_config, is_peft_model, with_adapter, load_weights_into
 
 # %% auto #0
 __all__ = ['SSOConfig', 'sso_sequences', 'SSOTrainer', 'sso_online']
@@ -109,13 +109,6 @@ def _train_iteration(policy, tokenizer, pairs_path:Path, config:SSOConfig, ref_m
     del trainer; gc.collect()
     return stats
 
-def _load_weights(policy:nn.Module, folder:Path):
-    "Load the weights saved in `folder` into `policy` in place (keeping its device and dtype); a peft policy loads the saved adapter."
-    if is_peft_model(policy): return load_adapter_into(policy, folder)
-    from transformers import AutoModelForCausalLM
-    saved = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
-    policy.load_state_dict(saved.state_dict())
-
 def sso_online(policy:nn.Module,                     # the policy (trained in place)
                tokenizer,                             # its tokenizer
                queries:Sequence,                      # the queries to sample pairs for, every iteration
@@ -149,9 +142,10 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
     while (k := len(done) + 1) <= iterations and k in rows and (out/f'iteration-{k}'/'model').exists(): done.append(k)
     initial = out/'iteration-0'/'model'                   # the initial policy: the reference of a resumed run
     wait_for_everyone()                                   # every process has seen the same finished iterations
-    if not done and not (initial/'config.json').exists():   # atomic: never torn; a failed save fails every process
-        on_main_process(lambda: save_model(policy, tokenizer, initial, atomic=True))
-    wait_for_everyone()
+    if not done and not (initial/'config.json').exists():   # never torn; a failed save fails every process
+        def save_initial():
+            with atomic_folder(initial) as tmp: save_model(policy, tokenizer, tmp)
+        on_main_process(save_initial)                     # every process waits for it
     if peft_config is not None:                           # one adapter for the whole run, on the caller's policy
         from transformers import set_seed
         set_seed(config.seed)
@@ -160,7 +154,7 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
     elif lora: ref = None                                 # the policy with its adapter disabled: the initial base
     elif done: ref = load_reference_model(initial)
     else: ref = load_reference_model(policy)
-    if done: _load_weights(policy, out/f'iteration-{done[-1]}'/'model')
+    if done: load_weights_into(policy, out/f'iteration-{done[-1]}'/'model')
     todo = range(len(done) + 1, iterations + 1)
     engine = None                                         # one engine for the whole run (a vLLM engine takes a while to start)
     if generator_factory is None and todo:

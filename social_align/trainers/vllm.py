@@ -279,8 +279,9 @@ class VLLMServerGenerator(OpenAIGenerator):
     def _body(self, idx, prompts, seed, cfg):
         "`OpenAIGenerator`'s request with the prompts sent as `encode`'s token ids: the server samples from the ids the trainer scores (BOS once, even where the chat template writes it)."
         path, body = super()._body(idx, prompts, seed, cfg)
-        if path == '/completions':
-            ids = [self.encode(self.format(p)) for p in prompts]
+        if path == '/completions':   # the formatted text(s) OpenAIGenerator put there, as ids
+            texts = body['prompt'] if isinstance(body['prompt'], list) else [body['prompt']]
+            ids = [self.encode(t) for t in texts]
             body['prompt'] = ids[0] if len(ids) == 1 else ids
         return path, body
 
