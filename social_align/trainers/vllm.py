@@ -4,7 +4,7 @@
 
 # %% ../../nbs/39_trainer_vllm.ipynb #19c3b369
 from __future__ import annotations
-import contextlib, math, os, shutil, socket, tempfile, time, warnings
+import contextlib, math, os, shutil, socket, tempfile, threading, time, warnings
 from dataclasses import dataclass, fields
 from fastcore.basics import patch
 from pathlib import Path
@@ -18,8 +18,8 @@ from .base import merged_weights, is_peft_model, unwrap_model
 # %% auto #0
 __all__ = ['VLLM_MODES', 'PROBE_TEXT', 'PROBE_TOKENS', 'VLLMArguments', 'vllm_settings', 'server_url', 'colocated_memory_share',
            'WeightSyncError', 'save_policy_weights', 'sleep_mode_supported', 'ColocatedVLLMGenerator',
-           'rollout_generator', 'sync_weights', 'greedy_tokens', 'wait_for_server', 'VLLMServerGenerator', 'server_key',
-           'server_pushers', 'logprob_mismatch', 'truncated_importance_weights', 'engine_asleep']
+           'rollout_generator', 'sync_weights', 'greedy_tokens', 'wait_for_server', 'post_by', 'VLLMServerGenerator',
+           'server_key', 'server_pushers', 'logprob_mismatch', 'truncated_importance_weights', 'engine_asleep']
 
 # %% ../../nbs/39_trainer_vllm.ipynb #ec50543f
 VLLM_MODES = ('colocate', 'server')
@@ -239,6 +239,23 @@ def wait_for_server(url:str,          # the server's root URL (no `/v1`)
 
 class _Stall(Exception): "A control request that ran past the sync's deadline (its message: what stalled)."
 
+# %% ../../nbs/39_trainer_vllm.ipynb #5f6d765d
+def post_by(client,           # an `httpx.Client`
+            url:str,          # where to POST
+            deadline:float,   # `time.monotonic()` by which the whole request must be answered
+            **kwargs):        # more `client.post` arguments (json, params, ...)
+    "`client.post(url)`, answered by `deadline` as a whole or `httpx.TimeoutException`; a request cut short finishes (or times out) in its own thread."
+    import httpx
+    box = {}
+    def send():
+        try: box['r'] = client.post(url, timeout=httpx.Timeout(max(deadline - time.monotonic(), 0.01)), **kwargs)
+        except BaseException as e: box['e'] = e
+    t = threading.Thread(target=send, daemon=True, name='social_align-post_by')
+    t.start(); t.join(max(deadline - time.monotonic(), 0.0))
+    if t.is_alive(): raise httpx.TimeoutException(f'{url}: no answer by the deadline')
+    if 'e' in box: raise box['e']
+    return box['r']
+
 # %% ../../nbs/39_trainer_vllm.ipynb #f96ea51b
 class VLLMServerGenerator(OpenAIGenerator):
     "A client of a running `vllm serve` for rollouts (completions endpoint, token ids returned) that can push a policy's weights into it."
@@ -310,7 +327,7 @@ def _control(self:VLLMServerGenerator, path:str, deadline:float, what:str, **kwa
     import httpx
     left = deadline - time.monotonic()
     if left <= 0: raise _Stall(what)
-    try: r = self._ctl.post(f'{self.url}{path}', timeout=httpx.Timeout(left), **kwargs)
+    try: r = post_by(self._ctl, f'{self.url}{path}', deadline, **kwargs)
     except httpx.TimeoutException: raise _Stall(what) from None
     except httpx.HTTPError as e: raise WeightSyncError(f'{what}: cannot reach {self.url} ({type(e).__name__}: {e})') from None
     if r.status_code == 404:
