@@ -22,10 +22,11 @@ from ..tokenization import response_text, prompt_ids, encode_prompt_response, tr
 from ..logprobs import make_batch, check_padding_free, is_packed, packed_layout
 
 # %% auto #0
-__all__ = ['AlignmentConfig', 'as_dataset', 'is_tokenized', 'tokenize_dataset', 'SequenceCollator', 'get_peft_config',
-           'quantization_kwargs', 'unwrap_model', 'is_peft_model', 'with_adapter', 'adapter_disabled',
-           'loss_token_count', 'disable_dropout', 'deepspeed_reference', 'AlignmentTrainer', 'merge_adapter',
-           'merged_weights', 'load_adapter_into', 'load_weights_into', 'step_losses']
+__all__ = ['FINETUNE_FREE', 'PROCESS_LAYOUT', 'AlignmentConfig', 'as_dataset', 'is_tokenized', 'tokenize_dataset',
+           'SequenceCollator', 'get_peft_config', 'quantization_kwargs', 'unwrap_model', 'is_peft_model',
+           'with_adapter', 'adapter_disabled', 'loss_token_count', 'disable_dropout', 'deepspeed_reference',
+           'AlignmentTrainer', 'merge_adapter', 'merged_weights', 'load_adapter_into', 'load_weights_into', 'named_in',
+           'training_settings', 'step_losses']
 
 # %% ../../nbs/30_trainer_base.ipynb #1eff07fd
 def _check_peft_fields(c):
@@ -480,6 +481,25 @@ def load_weights_into(policy:nn.Module, path:str|Path):
     loaded = type(policy).from_pretrained(str(path), dtype=next(policy.parameters()).dtype, use_safetensors=True)
     policy.load_state_dict(loaded.state_dict())   # strict: a different architecture fails, naming the keys
     del loaded; gc.collect()
+
+# %% ../../nbs/30_trainer_base.ipynb #227231ad
+FINETUNE_FREE = ('report_to', 'run_name', 'project', 'trackio_', 'logging_', 'log_level', 'log_on_each_node', 'disable_tqdm',
+                 'include_num_input_tokens_seen', 'skip_memory_metrics', 'dataloader_num_workers', 'dataloader_pin_memory',
+                 'dataloader_persistent_workers', 'dataloader_prefetch_factor', 'ddp_')
+
+def named_in(name:str, names:Sequence[str])->bool:
+    "Is `name` one of `names` (an entry ending in '_' is a prefix)?"
+    return any(name == n or (n.endswith('_') and name.startswith(n)) for n in names)
+
+PROCESS_LAYOUT = ('output_dir', 'local_rank', 'per_device_train_batch_size', 'per_device_eval_batch_size', 'gradient_accumulation_steps')
+
+def training_settings(args:TrainingArguments,              # a trainer's arguments
+                      free:Sequence[str]=FINETUNE_FREE     # names (or prefixes ending in '_') left out
+                     )->dict:
+    "The settings of `args` that decide what a run trains, JSON-ready (`to_dict`), for `core.check_resume_settings`: all but `free`, with the global batch in place of its split across processes."
+    out = {k: v for k, v in sorted(args.to_dict().items()) if not named_in(k, (*free, *PROCESS_LAYOUT))}
+    out['global_train_batch_size'] = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    return out
 
 # %% ../../nbs/30_trainer_base.ipynb #74fe94c7
 def step_losses(trainer:Trainer)->dict[int, float]:

@@ -20,14 +20,14 @@ from ..models import eval_mode, format_prompt, save_model, score_texts
 from ..tokenization import distinct_n, pair_text   # distinct_n: importable from here too
 from ..data import load_prompts      # the prompt reader of every stage; importable from here too
 from .vllm import VLLMArguments, vllm_settings, rollout_generator, sync_weights
-from .base import get_peft_config, is_peft_model, with_adapter, merged_weights, load_adapter_into, load_weights_into
+from .base import FINETUNE_FREE, named_in, get_peft_config, is_peft_model, with_adapter, merged_weights, load_adapter_into, load_weights_into
 
 # %% auto #0
-__all__ = ['RAFT_OWNS', 'FINETUNE_FREE', 'CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'degenerate_reason', 'mask_degenerate',
-           'select_local', 'select_global', 'prompt_order', 'iteration_prompts', 'sample_seed', 'shard_range',
-           'sampling_chunk', 'reward_text', 'ScoredBatch', 'generate_and_score', 'select_samples', 'join_parts',
-           'sample_and_score', 'batch_stats', 'finetune_arguments', 'changed_finetune_args', 'finetune_config',
-           'finetune_on', 'checkpoints', 'save_checkpoint', 'raft_settings', 'raft', 'engine_name', 'plot_raft']
+__all__ = ['RAFT_OWNS', 'CKPT_STATE', 'RAFT_FREE', 'RAFTConfig', 'degenerate_reason', 'mask_degenerate', 'select_local',
+           'select_global', 'prompt_order', 'iteration_prompts', 'sample_seed', 'shard_range', 'sampling_chunk',
+           'reward_text', 'ScoredBatch', 'generate_and_score', 'select_samples', 'join_parts', 'sample_and_score',
+           'batch_stats', 'finetune_arguments', 'changed_finetune_args', 'finetune_config', 'finetune_on',
+           'checkpoints', 'save_checkpoint', 'raft_settings', 'raft', 'engine_name', 'plot_raft']
 
 # %% ../../nbs/36_trainer_raft.ipynb #ef05730d
 @dataclass
@@ -290,14 +290,6 @@ RAFT_OWNS = ('output_dir', 'save_', 'eval_', 'do_', 'per_device_eval_batch_size'
              'ignore_data_skip', 'restore_callback_states_from_checkpoint', 'enable_jit_checkpoint', 'push_to_hub', 'hub_',
              'local_rank', 'fsdp', 'deepspeed', 'parallelism_config', 'remove_unused_columns', 'load_in_4bit', 'load_in_8bit',
              'bnb_', 'use_bnb_nested_quant')
-FINETUNE_FREE = ('report_to', 'run_name', 'project', 'trackio_', 'logging_', 'log_level', 'log_on_each_node', 'disable_tqdm',
-                 'include_num_input_tokens_seen', 'skip_memory_metrics', 'dataloader_num_workers', 'dataloader_pin_memory',
-                 'dataloader_persistent_workers', 'dataloader_prefetch_factor', 'ddp_')
-
-def _named(name:str, names:Sequence[str])->bool:
-    "Is `name` one of `names` (an entry ending in '_' is a prefix)?"
-    return any(name == n or (n.endswith('_') and name.startswith(n)) for n in names)
-
 def _plain(v):
     "A JSON-ready value: enums by their value, tuples as lists."
     if isinstance(v, enum.Enum): return v.value
@@ -307,7 +299,7 @@ def _plain(v):
 def _finetune_fields()->list:
     from social_align.trainers.sft import SFTConfig
     own = {f.name for f in fields(RAFTConfig)}
-    return [f for f in fields(SFTConfig) if f.init and f.name not in own and not _named(f.name, RAFT_OWNS)]
+    return [f for f in fields(SFTConfig) if f.init and f.name not in own and not named_in(f.name, RAFT_OWNS)]
 
 @functools.cache
 def finetune_arguments()->type:
@@ -341,7 +333,7 @@ def finetune_config(config:RAFTConfig,
     own = {f.name for f in fields(RAFTConfig)}
     if bad := [k for k in ft if k in own]:
         raise ValueError(f'finetune_args {bad}: these are RAFTConfig settings (one name each), set them there')
-    if bad := [k for k in ft if _named(k, RAFT_OWNS)]:
+    if bad := [k for k in ft if named_in(k, RAFT_OWNS)]:
         raise ValueError(f'finetune_args {bad}: RAFT decides these itself (its own per-iteration checkpoints, no eval set, ranks from the launcher, '
                          'models loaded by the caller)')
     known = {f.name for f in _finetune_fields()}
@@ -406,7 +398,7 @@ def raft_settings(config:RAFTConfig, prompts:list, extra:dict|None=None)->dict:
 def _check_resume_config(out:Path, config:RAFTConfig, prompts:list, extra:dict|None, finetune_args:dict|None=None):
     "Refuse a rerun whose settings differ from the recorded ones (`core.check_resume_settings`), except `RAFT_FREE` (and `FINETUNE_FREE`)."
     legacy = read_json(out/'raft_config.json') if (out/'raft_config.json').exists() else None   # a run from before the rule
-    ft = {k: _plain(v) for k, v in sorted((finetune_args or {}).items()) if not _named(k, FINETUNE_FREE)}
+    ft = {k: _plain(v) for k, v in sorted((finetune_args or {}).items()) if not named_in(k, FINETUNE_FREE)}
     check_resume_settings(out/RESUME_SETTINGS, raft_settings(config, prompts, {**(extra or {}), 'finetune_args': ft}), RAFT_FREE,
                           'RAFT run', recorded=legacy)
 

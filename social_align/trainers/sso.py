@@ -4,7 +4,7 @@
 
 # %% ../../nbs/35_trainer_sso.ipynb #ae2150cf
 from __future__ import annotations
-import copy, gc, warnings
+import copy, dataclasses, gc, hashlib, json, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -12,17 +12,17 @@ from typing import Callable, Sequence
 import torch
 from torch import nn, Tensor
 
-from ..core import JsonlWriter, iter_jsonl, mean_or_none, process_info, wait_for_everyone, on_main_process, atomic_folder
+from ..core import RESUME_SETTINGS, JsonlWriter, check_resume_settings, write_jsonl, iter_jsonl, mean_or_none, process_info, wait_for_everyone, on_main_process, atomic_folder
 from ..models import freeze, load_reference_model, save_model
 from ..logprobs import forward_logprobs
 from ..losses.sso import SSO_SEQUENCES, sso_loss_from_logps
 from ..generation import HFGenerator
 from ..principles import Principle, PairConfig, chat_prompt, principle_pairs
 from .vllm import VLLMArguments, VLLMServerGenerator, rollout_generator, sync_weights, vllm_settings
-from .base import AlignmentConfig, AlignmentTrainer, get_peft_config, is_peft_model, with_adapter, load_weights_into
+from .base import AlignmentConfig, AlignmentTrainer, training_settings, get_peft_config, is_peft_model, with_adapter, load_weights_into
 
 # %% auto #0
-__all__ = ['SSOConfig', 'sso_sequences', 'SSOTrainer', 'sso_online']
+__all__ = ['SSO_ONLINE_FREE', 'SSOConfig', 'sso_sequences', 'SSOTrainer', 'sso_online_settings', 'sso_online']
 
 # %% ../../nbs/35_trainer_sso.ipynb #a935e6be
 @dataclass
@@ -109,6 +109,20 @@ def _train_iteration(policy, tokenizer, pairs_path:Path, config:SSOConfig, ref_m
     del trainer; gc.collect()
     return stats
 
+SSO_ONLINE_FREE = ('iterations',)   # a resume may ask for more (or fewer) iterations; everything else makes them what they are
+
+def _jsonable(v): return json.loads(json.dumps(v, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o)))
+
+def sso_online_settings(config:SSOConfig, queries:Sequence, iterations:int, pair_config:PairConfig,
+                        principles:Sequence[Principle]|None, ref_model, ref_update:str, peft_config)->dict:
+    "What makes an online SSO run's iterations what they are, for `resume_settings.json`: training arguments, a digest of the queries, pair settings, principles, reference, adapter."
+    ref = ref_model if ref_model is None or isinstance(ref_model, (str, Path)) else getattr(ref_model, 'name_or_path', type(ref_model).__name__)
+    return {'training': training_settings(config), 'iterations': iterations,
+            'queries': hashlib.sha256(json.dumps(list(queries), ensure_ascii=False).encode()).hexdigest()[:16],
+            'pair_config': pair_config.to_dict(), 'ref_model': None if ref is None else str(ref), 'ref_update': ref_update,
+            'principles': None if principles is None else [dataclasses.asdict(p) for p in principles],
+            'peft_config': None if peft_config is None else _jsonable(peft_config.to_dict())}
+
 def sso_online(policy:nn.Module,                     # the policy (trained in place)
                tokenizer,                             # its tokenizer
                queries:Sequence,                      # the queries to sample pairs for, every iteration
@@ -136,10 +150,16 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
     pair_config = pair_config or PairConfig()
     main = process_info()[0] == 0                         # the main process writes the run's files; every process trains
     out = Path(config.output_dir); out.mkdir(parents=True, exist_ok=True)
+    peft_of = peft_config if peft_config is not None else (policy.peft_config.get('default') if lora else None)
+    on_main_process(lambda: check_resume_settings(out/RESUME_SETTINGS, sso_online_settings(config, queries, iterations, pair_config,
+                    principles, ref_model, ref_update, peft_of), SSO_ONLINE_FREE, 'online SSO run'))   # refused on every process
     log_path = out/'iterations.jsonl'
     rows = {r['iteration']: r for r in iter_jsonl(log_path)} if log_path.exists() else {}
     done = []                                             # the iterations finished in order (logged and saved), up to `iterations`
     while (k := len(done) + 1) <= iterations and k in rows and (out/f'iteration-{k}'/'model').exists(): done.append(k)
+    if len(done) < iterations and any(k > len(done) for k in rows):   # logged, but their model is gone: redone, and logged once
+        rows = {k: rows[k] for k in done}
+        on_main_process(lambda: write_jsonl(log_path, [rows[k] for k in done]))
     initial = out/'iteration-0'/'model'                   # the initial policy: the reference of a resumed run
     wait_for_everyone()                                   # every process has seen the same finished iterations
     if not done and not (initial/'config.json').exists():   # never torn; a failed save fails every process
@@ -192,6 +212,6 @@ def _online_iterations(policy, tokenizer, queries, config, todo, iterations, eng
             sync = {f'vllm_{n}': v for n, v in sync_weights(engine, policy, step=k).items()}
         rows[k] = {'iteration': k, **stats, **train_stats, **sync}
         def save_iteration():
-            save_model(policy, tokenizer, it_dir/'model')
+            with atomic_folder(it_dir/'model') as tmp: save_model(policy, tokenizer, tmp)   # a folder named `model` is whole
             with JsonlWriter(log_path) as w: w.write(rows[k])
         on_main_process(save_iteration)                   # no process starts the next iteration before it is saved (or fails)
