@@ -25,8 +25,8 @@ from ..logprobs import make_batch, check_padding_free, is_packed, packed_layout
 __all__ = ['FINETUNE_FREE', 'PROCESS_LAYOUT', 'AlignmentConfig', 'as_dataset', 'is_tokenized', 'tokenize_dataset',
            'SequenceCollator', 'get_peft_config', 'quantization_kwargs', 'unwrap_model', 'is_peft_model',
            'with_adapter', 'adapter_disabled', 'loss_token_count', 'disable_dropout', 'deepspeed_reference',
-           'AlignmentTrainer', 'merge_adapter', 'merged_weights', 'load_adapter_into', 'load_weights_into', 'named_in',
-           'training_settings', 'step_losses']
+           'AlignmentTrainer', 'merge_adapter', 'MergedWeights', 'merged_weights', 'load_adapter_into',
+           'load_weights_into', 'named_in', 'training_settings', 'step_losses']
 
 # %% ../../nbs/30_trainer_base.ipynb #1eff07fd
 def _check_peft_fields(c):
@@ -447,22 +447,45 @@ def merge_adapter(adapter_dir:str|Path,              # a saved adapter: adapter_
     return out
 
 # %% ../../nbs/30_trainer_base.ipynb #8fb45f04
+def _plain_name(n:str)->str: return n.removeprefix('base_model.model.').replace('.base_layer', '').replace('.modules_to_save.default', '')
+
+def _lora_deltas(model:nn.Module)->dict|None:
+    "`{parameter name: the LoRA layer and its active adapters}` of a plain-LoRA peft model; None where some layer needs peft's own merge (DoRA and other variants, LoRA biases)."
+    from peft.tuners.lora import LoraLayer
+    out = {}
+    for name, m in model.named_modules():
+        if not isinstance(m, LoraLayer) or m.merged or m.disable_adapters: continue
+        names = [a for a in m.active_adapters if a in m.lora_A]
+        if any(a in getattr(m, 'lora_variant', {}) or getattr(m, 'lora_bias', {}).get(a) for a in names): return None
+        if names: out[f'{name}.base_layer.weight'] = (m, names)
+    return out
+
+class MergedWeights:
+    "A peft model's weights, with each LoRA layer's `W + ΔW` computed when iterated (the model is not changed); iterable any number of times."
+    def __init__(self, model:nn.Module, deltas:dict): self.model, self.deltas = model, deltas
+    def __iter__(self):
+        for n, p in self.model.named_parameters():
+            if '.lora_' in n or '.original_module.' in n: continue
+            t = p.detach()
+            if n in self.deltas:
+                m, names = self.deltas[n]
+                with torch.no_grad(): t = t + sum(m.get_delta_weight(a) for a in names).to(t.dtype)
+            yield _plain_name(n), t
+
 @contextmanager
 def merged_weights(model:nn.Module): # a transformers model, or a peft model (possibly wrapped for distributed training)
-    "Inside the block: the model's `(name, tensor)` weights under plain transformers names; a peft model's with its adapter merged in (unmerged after)."
+    "Inside the block: the model's `(name, tensor)` weights under plain transformers names; a peft model's with its adapter merged in, its own weights untouched."
     model = unwrap_model(model)
     if not is_peft_model(model):
         yield [(n, p.detach()) for n, p in model.named_parameters()]
         return
-    model.merge_adapter()
-    try:
-        out = []
-        for n, p in model.named_parameters():
-            if '.lora_' in n or '.original_module.' in n: continue
-            out.append((n.removeprefix('base_model.model.').replace('.base_layer', '').replace('.modules_to_save.default', ''), p.detach()))
-        yield out
+    deltas = _lora_deltas(model)
+    if deltas is not None:
+        yield MergedWeights(model, deltas)
+        return
+    model.merge_adapter()   # a variant peft merges its own way: merged in place, and unmerged after
+    try: yield [(_plain_name(n), p.detach()) for n, p in model.named_parameters() if '.lora_' not in n and '.original_module.' not in n]
     finally: model.unmerge_adapter()
-
 
 # %% ../../nbs/30_trainer_base.ipynb #8cfad26f
 def load_adapter_into(model:nn.Module, folder:str|Path):

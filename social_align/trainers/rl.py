@@ -95,6 +95,10 @@ class RLConfig(AlignmentConfig, VLLMArguments):
         for name in ('num_samples', 'max_new_tokens', 'ppo_epochs', 'num_mini_batches', 'reward_batch_size'):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1: raise ValueError(f'{name} must be a positive integer, got {v!r}')
+        if self.num_mini_batches > (n := self.per_device_train_batch_size * self.num_samples):
+            raise ValueError(f'num_mini_batches={self.num_mini_batches} is more than the {n} samples each process has a step '
+                             f'(per_device_train_batch_size {self.per_device_train_batch_size} x num_samples {self.num_samples}): '
+                             'some optimizer steps would have no samples, and the learning-rate schedule would stop short of its end')
         if not self.temperature > 0: raise ValueError(f'temperature must be > 0, got {self.temperature}')
         if not 0 < self.top_p <= 1: raise ValueError(f'top_p must be in (0, 1], got {self.top_p}')
         if self.kl_coef < 0: raise ValueError(f'kl_coef must be >= 0, got {self.kl_coef}')
@@ -445,7 +449,6 @@ def update(self:RLTrainer, ro:dict, step:int)->dict[str, float]:
     params = [p for p in self.model.parameters() if p.requires_grad]
     for _ in range(args.ppo_epochs):
         for idx in torch.tensor_split(torch.randperm(N, generator=g), args.num_mini_batches):
-            if len(idx) == 0: continue
             idx = idx.to(self.accelerator.device)
             mb = {k: batch[k][idx] for k in ('input_ids', 'attention_mask', 'position_ids', 'response_mask')}
             mb['prompt_length'] = batch['prompt_length']
