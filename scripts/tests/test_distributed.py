@@ -73,21 +73,30 @@ got = on_main_process(lambda: 40 + rank + 2)      # the main process's result, o
 def fail(): raise KeyError('disk full')
 try: on_main_process(fail); err = None
 except KeyError as e: err = str(e)                # every process raises, none waits for the main one
+saved = None
+if rank == 1:                                     # a process other than rank 0 writes a model vLLM can load (a node's pusher)
+    from social_align.models import tiny_tokenizer, build_tiny_causal_lm
+    from social_align.trainers.vllm import save_policy_weights
+    tok = tiny_tokenizer()
+    saved = save_policy_weights(build_tiny_causal_lm(tok, hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64), tok, sys.argv[1])
 if rank == 0: time.sleep(3)                      # the main process still works (saves a model, say) after the other is done
 finish_processes()
-print(json.dumps({'rank': rank, 'left': time.time(), 'group': dist.is_initialized(), 'got': got, 'err': err}), flush=True)
+print(json.dumps({'rank': rank, 'left': time.time(), 'group': dist.is_initialized(), 'got': got, 'err': err, 'saved': saved}), flush=True)
 '''
 
 def test_finish_processes_ends_a_launch_together(tmp_path):
-    "A real 2-process launch: `on_main_process` hands the main process's result and error to both; the process done first waits at `finish_processes` for the main one, then both leave the group and exit 0."
+    "A real 2-process launch: `on_main_process` hands the main process's result and error to both; rank 1 saves a model for vLLM (transformers' save_pretrained writes only on rank 0); the process done first waits at `finish_processes` for the main one, then both leave the group and exit 0."
     script = tmp_path/'end.py'; script.write_text(END_OF_LAUNCH)
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     t0 = __import__('time').time()
     r = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(CONFIGS/'cpu.yaml'),
-                        '--num_processes', '2', str(script)], capture_output=True, text=True, timeout=300, env=env)
+                        '--num_processes', '2', str(script), str(tmp_path/'pushed')], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {o['rank']: o for o in map(json.loads, [l for l in r.stdout.splitlines() if l.startswith('{')])}
     assert set(rows) == {0, 1} and not any(o['group'] for o in rows.values()), rows   # both left the group
     assert rows[1]['left'] - t0 >= 3 and abs(rows[1]['left'] - rows[0]['left']) < 2, rows   # rank 1 left with rank 0, not 3 s before
     assert [rows[r]['got'] for r in (0, 1)] == [42, 42], rows                 # on_main_process: the main process's result everywhere
     assert rows[0]['err'] == "'disk full'" and 'on the main process: KeyError' in rows[1]['err'], rows   # and its error
+    from transformers import AutoModelForCausalLM
+    assert rows[1]['saved'] > 0 and (tmp_path/'pushed'/'model.safetensors').exists(), rows
+    AutoModelForCausalLM.from_pretrained(tmp_path/'pushed')                  # a whole model, written by rank 1

@@ -92,16 +92,20 @@ def save_policy_weights(policy:nn.Module,  # a transformers model or a peft mode
                         tokenizer,          # saved with it, so that vLLM can load the folder as a model
                         folder:str|Path     # written (overwritten) with config, safetensors and tokenizer
                        )->int:              # bytes of weights written
-    "Save the policy's current weights as a transformers folder vLLM can load: a LoRA policy's merged (base + adapter)."
+    "Save the policy's current weights as a transformers folder vLLM can load (a LoRA policy's merged), from any process of a launch."
+    from safetensors.torch import save_file
     model = unwrap_model(policy)
     base = model.get_base_model() if is_peft_model(model) else model
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    for old in [*folder.glob('*.safetensors'), *folder.glob('*.safetensors.index.json')]: old.unlink()   # no stale shard is read with the new file
+    # written here, not with save_pretrained: transformers writes only on torch.distributed's rank 0, and the process that
+    # pushes to a node's own server is that node's first (rank 8 on the second node of 8 GPUs, say)
     with merged_weights(model) as w:
-        sd = dict(w)
-        base.save_pretrained(folder, state_dict=sd, safe_serialization=True)
+        sd = {n: t.contiguous() for n, t in w}   # named_parameters: tied weights once, under the name vLLM loads
+        save_file(sd, str(folder/'model.safetensors'), metadata={'format': 'pt'})
         n = sum(t.numel() * t.element_size() for t in sd.values())
-    if not any(Path(folder).glob('*.safetensors')):   # transformers writes only on torch.distributed's rank 0
-        raise WeightSyncError(f'saving the policy to {folder} wrote no weights: transformers saves only on torch.distributed rank 0, '
-                              'so call this on the main process of a launch that joined its processes')
+    base.config.save_pretrained(folder)
+    if getattr(base, 'generation_config', None) is not None: base.generation_config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return n
 
