@@ -69,16 +69,16 @@ import torch.distributed as dist
 from social_align.core import process_info, sum_over_processes, finish_processes, on_main_process
 rank, world = process_info()
 assert sum_over_processes(1) == world == 2        # the group is up
-got = on_main_process(lambda: 40 + rank + 2)      # the main process's result, on every process
-def fail(): raise KeyError('disk full')
-try: on_main_process(fail); err = None
-except KeyError as e: err = str(e)                # every process raises, none waits for the main one
 saved = None
 if rank == 1:                                     # a process other than rank 0 writes a model vLLM can load (a node's pusher)
     from social_align.models import tiny_tokenizer, build_tiny_causal_lm
     from social_align.trainers.vllm import save_policy_weights
     tok = tiny_tokenizer()
     saved = save_policy_weights(build_tiny_causal_lm(tok, hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64), tok, sys.argv[1])
+got = on_main_process(lambda: 40 + rank + 2)      # the main process's result, on every process
+def fail(): raise KeyError('disk full')
+try: on_main_process(fail); err = None
+except KeyError as e: err = str(e)                # every process raises, none waits for the main one
 if rank == 0: time.sleep(3)                      # the main process still works (saves a model, say) after the other is done
 finish_processes()
 print(json.dumps({'rank': rank, 'left': time.time(), 'group': dist.is_initialized(), 'got': got, 'err': err, 'saved': saved}), flush=True)
