@@ -450,8 +450,10 @@ def merge_adapter(adapter_dir:str|Path,              # a saved adapter: adapter_
 def _plain_name(n:str)->str: return n.removeprefix('base_model.model.').replace('.base_layer', '').replace('.modules_to_save.default', '')
 
 def _lora_deltas(model:nn.Module)->dict|None:
-    "`{parameter name: the LoRA layer and its active adapters}` of a plain-LoRA peft model; None where some layer needs peft's own merge (DoRA and other variants, LoRA biases)."
+    "`{parameter name: the LoRA layer and its active adapters}` of a plain-LoRA peft model; None where peft must merge its own way (other tuners, DoRA and other LoRA variants, LoRA biases)."
+    from peft import PeftType
     from peft.tuners.lora import LoraLayer
+    if any(c.peft_type != PeftType.LORA for c in model.peft_config.values()): return None
     out = {}
     for name, m in model.named_modules():
         if not isinstance(m, LoraLayer) or m.merged or m.disable_adapters: continue
