@@ -25,7 +25,10 @@ Comparable completions, checked per size (the `check` columns, and the exit stat
 Threads: both engines get the same cores. HF runs in this process with torch's --threads threads; vLLM's CPU worker
 binds its OpenMP threads to the first --threads cores this process may use (VLLM_CPU_OMP_THREADS_BIND, unless it is
 already set). vLLM's default ('auto') keeps one core per worker for its scheduler process, so on a 2-core machine the
-worker computes on 1 thread while HF uses 2 — most of the 0.62x measured before. VLLM_CPU_KVCACHE_SPACE (GiB,
+worker computes on 1 thread while HF uses 2: measured on an idle 2-core machine (2026-12-04), 'auto' gave vLLM 1.08x HF
+batched on the 2.86M model where both cores gave 1.43x, and 1.01x against 0.95x on the 0.45M one, which is bound by the
+scheduler rather than its matmuls (VLLM_CPU_OMP_THREADS_BIND=auto python scripts/bench_generation.py --sizes 128x2 256x4).
+VLLM_CPU_KVCACHE_SPACE (GiB,
 default here 1 unless set) fixes the KV cache size, so an --enforce-eager engine skips its warm-up profiling run.
 
     python scripts/bench_generation.py                                  # sizes 128x2 256x4 512x4 768x8
