@@ -100,3 +100,4 @@ def test_finish_processes_ends_a_launch_together(tmp_path):
     from transformers import AutoModelForCausalLM
     assert rows[1]['saved'] > 0 and (tmp_path/'pushed'/'model.safetensors').exists(), rows
     AutoModelForCausalLM.from_pretrained(tmp_path/'pushed')                  # a whole model, written by rank 1
+    assert json.loads((tmp_path/'pushed'/'config.json').read_text())['architectures'] == ['LlamaForCausalLM']   # what vLLM builds

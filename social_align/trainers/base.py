@@ -452,15 +452,17 @@ def _plain_name(n:str)->str: return n.removeprefix('base_model.model.').replace(
 def _lora_deltas(model:nn.Module)->dict|None:
     "`{parameter name: the LoRA layer and its active adapters}` of a plain-LoRA peft model; None where peft must merge its own way (other tuners, DoRA and other LoRA variants, LoRA biases)."
     from peft import PeftType
-    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora import LoraLayer, Linear
     if any(c.peft_type != PeftType.LORA for c in model.peft_config.values()): return None
     out = {}
     for name, m in model.named_modules():
         if not isinstance(m, LoraLayer) or m.merged or m.disable_adapters: continue
+        if type(m) is not Linear: return None      # LoRA on embeddings, convolutions, parameters: peft's merge knows them
         names = [a for a in m.active_adapters if a in m.lora_A]
         if any(a in getattr(m, 'lora_variant', {}) or getattr(m, 'lora_bias', {}).get(a) for a in names): return None
         if names: out[f'{name}.base_layer.weight'] = (m, names)
-    return out
+    params = {n for n, _ in model.named_parameters()}
+    return out if set(out) <= params else None      # a tied weight is listed once, under its other name: merged in place
 
 class MergedWeights:
     "A peft model's weights, with each LoRA layer's `W + ΔW` computed when iterated (the model is not changed); iterable any number of times."
@@ -471,7 +473,7 @@ class MergedWeights:
             t = p.detach()
             if n in self.deltas:
                 m, names = self.deltas[n]
-                with torch.no_grad(): t = t + sum(m.get_delta_weight(a) for a in names).to(t.dtype)
+                with torch.no_grad(): t = (t.float() + sum(m.get_delta_weight(a).float() for a in names)).to(t.dtype)   # rounded once
             yield _plain_name(n), t
 
 @contextmanager
@@ -508,7 +510,7 @@ def load_weights_into(policy:nn.Module, path:str|Path):
     del loaded; gc.collect()
 
 # %% ../../nbs/30_trainer_base.ipynb #227231ad
-FINETUNE_FREE = ('report_to', 'run_name', 'project', 'trackio_', 'logging_', 'log_level', 'log_on_each_node', 'disable_tqdm',
+FINETUNE_FREE = ('report_to', 'run_name', 'project', 'trackio_', 'logging_', 'log_level', 'log_level_replica', 'log_on_each_node', 'disable_tqdm',
                  'include_num_input_tokens_seen', 'skip_memory_metrics', 'dataloader_num_workers', 'dataloader_pin_memory',
                  'dataloader_persistent_workers', 'dataloader_prefetch_factor', 'ddp_')
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/35_trainer_sso.ipynb #ae2150cf
 from __future__ import annotations
-import copy, dataclasses, gc, hashlib, json, warnings
+import copy, dataclasses, gc, hashlib, json, shutil, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -117,11 +117,24 @@ def sso_online_settings(config:SSOConfig, queries:Sequence, iterations:int, pair
                         principles:Sequence[Principle]|None, ref_model, ref_update:str, peft_config)->dict:
     "What makes an online SSO run's iterations what they are, for `resume_settings.json`: training arguments, a digest of the queries, pair settings, principles, reference, adapter."
     ref = ref_model if ref_model is None or isinstance(ref_model, (str, Path)) else getattr(ref_model, 'name_or_path', type(ref_model).__name__)
-    return {'training': training_settings(config), 'iterations': iterations,
-            'queries': hashlib.sha256(json.dumps(list(queries), ensure_ascii=False).encode()).hexdigest()[:16],
+    return {**{f'training.{k}': v for k, v in training_settings(config).items()}, 'iterations': iterations,   # a refusal names the argument
+            'queries': hashlib.sha256(json.dumps(list(queries), ensure_ascii=False, default=str).encode()).hexdigest()[:16],
             'pair_config': pair_config.to_dict(), 'ref_model': None if ref is None else str(ref), 'ref_update': ref_update,
             'principles': None if principles is None else [dataclasses.asdict(p) for p in principles],
             'peft_config': None if peft_config is None else _jsonable(peft_config.to_dict())}
+
+def _finished_iterations(out:Path, iterations:int)->tuple[dict, list]:
+    "The logged rows and the iterations finished in order (logged and saved), up to `iterations`; what a redo replaces is cleared."
+    log_path = out/'iterations.jsonl'
+    rows = {r['iteration']: r for r in iter_jsonl(log_path)} if log_path.exists() else {}
+    done = []
+    while (k := len(done) + 1) <= iterations and k in rows and (out/f'iteration-{k}'/'model').exists(): done.append(k)
+    if len(done) < iterations and any(k > len(done) for k in rows):   # logged, but a model is gone: redone from it, and logged once
+        rows = {k: rows[k] for k in done}
+        write_jsonl(log_path, [rows[k] for k in done])
+        for d in out.glob('iteration-*'):   # the later iterations' files came from policies that are no longer this run's
+            if d.name.removeprefix('iteration-').isdigit() and int(d.name.removeprefix('iteration-')) > len(done) + 1: shutil.rmtree(d)
+    return rows, done
 
 def sso_online(policy:nn.Module,                     # the policy (trained in place)
                tokenizer,                             # its tokenizer
@@ -153,13 +166,7 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
     peft_of = peft_config if peft_config is not None else (policy.peft_config.get('default') if lora else None)
     on_main_process(lambda: check_resume_settings(out/RESUME_SETTINGS, sso_online_settings(config, queries, iterations, pair_config,
                     principles, ref_model, ref_update, peft_of), SSO_ONLINE_FREE, 'online SSO run'))   # refused on every process
-    log_path = out/'iterations.jsonl'
-    rows = {r['iteration']: r for r in iter_jsonl(log_path)} if log_path.exists() else {}
-    done = []                                             # the iterations finished in order (logged and saved), up to `iterations`
-    while (k := len(done) + 1) <= iterations and k in rows and (out/f'iteration-{k}'/'model').exists(): done.append(k)
-    if len(done) < iterations and any(k > len(done) for k in rows):   # logged, but their model is gone: redone, and logged once
-        rows = {k: rows[k] for k in done}
-        on_main_process(lambda: write_jsonl(log_path, [rows[k] for k in done]))
+    rows, done = on_main_process(lambda: _finished_iterations(out, iterations))   # one reading, every process's
     initial = out/'iteration-0'/'model'                   # the initial policy: the reference of a resumed run
     wait_for_everyone()                                   # every process has seen the same finished iterations
     if not done and not (initial/'config.json').exists():   # never torn; a failed save fails every process

@@ -93,19 +93,19 @@ def save_policy_weights(policy:nn.Module,  # a transformers model or a peft mode
                         folder:str|Path     # written (overwritten) with config, safetensors and tokenizer
                        )->int:              # bytes of weights written
     "Save the policy's current weights as a transformers folder vLLM can load (a LoRA policy's merged), from any process of a launch."
-    from safetensors.torch import save_file
     model = unwrap_model(policy)
     base = model.get_base_model() if is_peft_model(model) else model
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     for old in [*folder.glob('*.safetensors'), *folder.glob('*.safetensors.index.json')]: old.unlink()   # no stale shard is read with the new file
-    # written here, not with save_pretrained: transformers writes only on torch.distributed's rank 0, and the process that
-    # pushes to a node's own server is that node's first (rank 8 on the second node of 8 GPUs, say)
-    with merged_weights(model) as w:
-        sd = {n: t.contiguous() for n, t in w}   # named_parameters: tied weights once, under the name vLLM loads
-        save_file(sd, str(folder/'model.safetensors'), metadata={'format': 'pt'})
-        n = sum(t.numel() * t.element_size() for t in sd.values())
-    base.config.save_pretrained(folder)
-    if getattr(base, 'generation_config', None) is not None: base.generation_config.save_pretrained(folder)
+    # transformers writes only on torch.distributed's rank 0, but the process that pushes to a node's own server is that
+    # node's first (rank 8 on the second node of 8 GPUs, say): this save is this process's own, whatever its rank
+    base.should_save_on_this_rank = lambda is_main_process: is_main_process
+    try:
+        with merged_weights(model) as w:   # saved inside the block: a variant peft merges in place is unmerged after it
+            sd = {n: t.cpu() for n, t in w}   # one merged layer at a time on the accelerator, the folder's copy in host memory
+            n = sum(t.numel() * t.element_size() for t in sd.values())   # before the save, which empties `sd` as it writes
+            base.save_pretrained(folder, state_dict=sd, safe_serialization=True)   # config (architectures, dtype), MoE names, shards
+    finally: del base.should_save_on_this_rank
     tokenizer.save_pretrained(folder)
     return n
 
@@ -174,9 +174,12 @@ def _colocated_sync(gen:ColocatedVLLMGenerator, policy:nn.Module, step=None)->di
     if gen.asleep: raise WeightSyncError(f'step {step}: the colocated vLLM engine is asleep: wake it (leave the `engine_asleep` block) before syncing')
     try:
         with merged_weights(policy) as w:
-            n = sum(t.numel() * t.element_size() for _, t in w)
-            # an in-process engine streams the merged layers one at a time; one in another process is sent them, as a list
-            gen.llm.collective_rpc('reload_weights', kwargs={'weights_iterator': w if isinstance(gen, ColocatedVLLMGenerator) else list(w)})
+            sizes = []
+            def counted():   # an in-process engine streams the merged layers, one at a time, counted as they pass
+                for name, t in w: sizes.append(t.numel() * t.element_size()); yield name, t
+            weights = counted() if isinstance(gen, ColocatedVLLMGenerator) else list(counted())   # another process's: sent as a list
+            gen.llm.collective_rpc('reload_weights', kwargs={'weights_iterator': weights})
+            n = sum(sizes)
         gen.llm.reset_prefix_cache()
     except Exception as e:
         err, cause = f'step {step}: reloading the weights into the colocated vLLM engine failed: {type(e).__name__}: {e}', e
@@ -232,13 +235,17 @@ def greedy_gaps(policy:nn.Module,   # a causal LM (possibly DDP-wrapped, possibl
                 ids:list[int],      # prompt token ids
                 tokens:list[int]    # tokens that follow them (e.g. another engine's greedy tokens)
                )->list[float]:
-    "For each of `tokens`, fed to the policy after `ids` and the tokens before it: how many nats its log-prob is below the policy's best (0: its argmax)."
+    "For each of `tokens`, fed to the policy after `ids` and the tokens before it: how many nats its log-prob is below the policy's best (0: its argmax), less twice the logits' own rounding step; inf for an id outside the vocabulary."
     from social_align.models import eval_mode
     if not tokens: return []
     model = unwrap_model(policy)
-    x = torch.tensor([ids + tokens], device=next(model.parameters()).device)
-    with eval_mode(model): logps = torch.log_softmax(model(input_ids=x).logits[0, len(ids) - 1:-1].float(), -1)
-    return (logps.max(-1).values - logps.gather(-1, torch.tensor(tokens, device=x.device)[:, None])[:, 0]).tolist()
+    dev = next(model.parameters()).device
+    if not all(0 <= t < model.get_input_embeddings().weight.shape[0] for t in tokens): return [math.inf] * len(tokens)
+    with eval_mode(model): logits = model(input_ids=torch.tensor([ids + tokens], device=dev)).logits[0, len(ids) - 1:-1]
+    step = torch.finfo(logits.dtype).eps * logits.abs().amax(-1).float()   # bf16 logits lie 0.03-0.1 apart: a tie within that is a tie
+    logps = torch.log_softmax(logits.float(), -1)
+    gap = logps.max(-1).values - logps.gather(-1, torch.tensor(tokens, device=dev)[:, None])[:, 0]
+    return (gap - 2 * step).clamp(min=0).tolist()
 
 # %% ../../nbs/39_trainer_vllm.ipynb #016e2ff9
 def wait_for_server(url:str,          # the server's root URL (no `/v1`)
