@@ -21,7 +21,9 @@ def test_gpu_check_cpu_mode(tmp_path):
     out = tmp_path/'out'
     env = {**os.environ, 'GPU_CHECK_DEVICE': 'cpu', 'OUT': str(out), 'GPU_CHECK_HANG': 'reward', 'OMP_NUM_THREADS': '1',
            'GPU_CHECK_WHEELS': str(tmp_path/'no_wheels')}
-    r = subprocess.run(['bash', str(SCRIPT), '--timeout', 'trainer=8'], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    # trainer=30: long enough for a fresh child's first part (model load + 2 bf16 steps) on a loaded 2-core machine (8 s was
+    # not, in CI), short enough that the hung part is cut soon
+    r = subprocess.run(['bash', str(SCRIPT), '--timeout', 'trainer=30'], capture_output=True, text=True, timeout=420, env=env, cwd=tmp_path)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]          # the hung part fails the check
     res = json.loads((out/'gpu_check.json').read_text())
     names = ['env', 'notebooks', 'build', *TRAINERS, 'mfu', 'generation']
