@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn, Tensor
 
-from ..core import RESUME_SETTINGS, JsonlWriter, check_resume_settings, write_jsonl, iter_jsonl, mean_or_none, process_info, wait_for_everyone, on_main_process, atomic_folder
+from ..core import RESUME_SETTINGS, JsonlWriter, check_resume_settings, write_jsonl, iter_jsonl, mean_or_none, process_info, on_main_process, atomic_folder
 from ..models import freeze, load_reference_model, save_model
 from ..logprobs import forward_logprobs
 from ..losses.sso import SSO_SEQUENCES, sso_loss_from_logps
@@ -166,9 +166,8 @@ def sso_online(policy:nn.Module,                     # the policy (trained in pl
     peft_of = peft_config if peft_config is not None else (policy.peft_config.get('default') if lora else None)
     on_main_process(lambda: check_resume_settings(out/RESUME_SETTINGS, sso_online_settings(config, queries, iterations, pair_config,
                     principles, ref_model, ref_update, peft_of), SSO_ONLINE_FREE, 'online SSO run'))   # refused on every process
-    rows, done = on_main_process(lambda: _finished_iterations(out, iterations))   # one reading, every process's
+    rows, done = on_main_process(lambda: _finished_iterations(out, iterations))   # one reading, every process's (it waits for it)
     initial = out/'iteration-0'/'model'                   # the initial policy: the reference of a resumed run
-    wait_for_everyone()                                   # every process has seen the same finished iterations
     if not done and not (initial/'config.json').exists():   # never torn; a failed save fails every process
         def save_initial():
             with atomic_folder(initial) as tmp: save_model(policy, tokenizer, tmp)
